@@ -1,0 +1,98 @@
+"""The one registry of Packline's Kafka topics.
+
+Every service, the topic-creation command and the documentation read topic names from here; no
+topic name is written as a string anywhere else. A deployment (or a test) may put a prefix in front
+of every name, so that several Packline installations can share one broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+class Cleanup(StrEnum):
+    DELETE = "delete"
+    COMPACT = "compact"
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A Kafka topic: its name, what its key is, and how long Kafka keeps it."""
+
+    name: str
+    key: str
+    purpose: str
+    owner: str
+    cleanup: Cleanup = Cleanup.DELETE
+    retention_ms: int = 7 * DAY_MS
+
+    def config(self) -> dict[str, str]:
+        """Topic-level configuration passed to Kafka when the topic is created."""
+        return {"cleanup.policy": self.cleanup.value, "retention.ms": str(self.retention_ms)}
+
+
+CALENDAR_COMMANDS = Topic(
+    name="packline.calendar.commands",
+    key="patient id",
+    purpose="Book, reschedule, change, cancel or delete an appointment (staff, online, invoicing).",
+    owner="calendar",
+)
+CALENDAR_EVENTS = Topic(
+    name="packline.calendar.events",
+    key="patient id",
+    purpose="What happened to appointments, and the results of booking commands.",
+    owner="calendar",
+)
+INVOICING_COMMANDS = Topic(
+    name="packline.invoicing.commands",
+    key="patient id",
+    purpose="Purchases, payments, voids, line edits, and the matcher's link / unlink commands.",
+    owner="invoicing",
+)
+INVOICING_EVENTS = Topic(
+    name="packline.invoicing.events",
+    key="patient id",
+    purpose="Package invoices issued, paid and voided; lines linked, unlinked or refused.",
+    owner="invoicing",
+)
+MATCHER_EVENTS = Topic(
+    name="packline.matcher.events",
+    key="patient id",
+    purpose="Why an appointment was not matched to a package line (R7).",
+    owner="matcher",
+)
+OPS_PROBES = Topic(
+    name="packline.ops.probes",
+    key="probe id",
+    purpose="End-to-end probes: every service records each probe it reads, proving the path "
+    "broker -> service -> database works.",
+    owner="any",
+    retention_ms=1 * DAY_MS,
+)
+
+
+def dead_letter_topic(service: str) -> Topic:
+    """The dead-letter topic of one service's consumers: messages it could never apply."""
+    return Topic(
+        name=f"packline.{service}.dead-letters",
+        key="the original message's key",
+        purpose=f"Messages the {service} service rejected, with the reason and their origin.",
+        owner=service,
+        retention_ms=30 * DAY_MS,
+    )
+
+
+SERVICES: tuple[str, ...] = ("calendar", "invoicing", "matcher")
+
+TOPICS: tuple[Topic, ...] = (
+    CALENDAR_COMMANDS,
+    CALENDAR_EVENTS,
+    INVOICING_COMMANDS,
+    INVOICING_EVENTS,
+    MATCHER_EVENTS,
+    OPS_PROBES,
+    *(dead_letter_topic(service) for service in SERVICES),
+)

@@ -1,0 +1,15 @@
+"""Entry point: ``packline-calendar [serve|migrate]`` (settings from PACKLINE_* variables)."""
+
+from __future__ import annotations
+
+from packline_core.main import run
+
+from packline_calendar.factory import create_service
+
+
+def main() -> None:
+    run(create_service)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Liveness and readiness endpoints, the same on every service.
+
+- ``GET /health/live``: the process answers (restart it if not).
+- ``GET /health/ready``: this replica reaches its database and Kafka (out of rotation if not).
+"""
+
+from __future__ import annotations
+
+from fastapi import Response
+from fastapi.responses import JSONResponse
+
+from packline_core.service import Service
+
+
+def register_health(service: Service) -> None:
+    @service.http.get("/health/live", tags=["operations"])
+    async def live() -> dict[str, str]:
+        return {"status": "alive", "service": service.name}
+
+    @service.http.get("/health/ready", tags=["operations"])
+    async def ready() -> Response:
+        checks = await service.ready()
+        healthy = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ready" if healthy else "not ready", "service": service.name, **checks},
+            status_code=200 if healthy else 503,
+        )

@@ -1,0 +1,15 @@
+"""The invoicing service's settings: the shared ones, with this service's defaults."""
+
+from __future__ import annotations
+
+from packline_core.settings import ServiceSettings
+from pydantic import Field
+
+
+class InvoicingSettings(ServiceSettings):
+    database_url: str = Field(
+        default="postgresql://packline:packline@127.0.0.1:5432/packline_invoicing",
+        pattern=r"^postgres(ql)?://",
+        description="The invoicing service's own PostgreSQL database.",
+    )
+    http_port: int = Field(default=8082, ge=0, le=65535)

@@ -1,0 +1,22 @@
+"""Composition root of the matcher service: builds it from settings and registers what it does.
+
+Tests call :func: with their own settings; several services can run in one process.
+"""
+
+from __future__ import annotations
+
+from packline_core.health import register_health
+from packline_core.probes import register_probes
+from packline_core.service import Service
+from packline_core.settings import load_settings
+
+from packline_matcher.settings import MatcherSettings
+
+NAME = "matcher"
+
+
+def create_service(settings: MatcherSettings | None = None) -> Service:
+    service = Service(NAME, settings or load_settings(MatcherSettings), "packline_matcher")
+    register_health(service)
+    register_probes(service)
+    return service
