@@ -13,6 +13,11 @@ import os
 
 from packline_core.topics import create_topics
 
+# The environment variables packline-admin reads (docker-compose.yml is checked against them).
+ENV_NAMES = frozenset(
+    {"PACKLINE_KAFKA_BOOTSTRAP_SERVERS", "PACKLINE_TOPIC_PREFIX", "PACKLINE_PARTITIONS"}
+)
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="packline-admin")

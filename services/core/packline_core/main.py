@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 from collections.abc import Callable
 
 import uvicorn
@@ -33,7 +34,10 @@ def run(build: Callable[[], Service], argv: list[str] | None = None) -> None:
         return
     # uvicorn turns SIGTERM / SIGINT into a graceful shutdown: it stops accepting requests, then
     # runs the app's lifespan exit, which stops the broker (finishing the message in hand) and
-    # closes the database pool.
+    # closes the database pool. Afterwards it re-raises the signal to the handler installed
+    # before it; a no-op one here makes a completed graceful shutdown exit with status 0.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda _signum, _frame: None)
     uvicorn.run(
         service.http,
         host=settings.http_host,

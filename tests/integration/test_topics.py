@@ -1,0 +1,52 @@
+"""Topics come from the contracts' registry; the broker never creates one on its own."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
+
+from packline_contracts.topics import TOPICS
+from packline_core.topics import create_topics
+from tests.conftest import Infrastructure
+
+pytestmark = pytest.mark.infra
+
+
+async def test_registry_topics_are_created_once_with_their_partitions(
+    infrastructure: Infrastructure, test_id: str
+) -> None:
+    prefix = f"topics-{test_id}."
+    created = await create_topics(infrastructure.kafka_bootstrap, partitions=5, prefix=prefix)
+    assert sorted(created) == sorted(f"{prefix}{topic.name}" for topic in TOPICS)
+    assert await create_topics(infrastructure.kafka_bootstrap, partitions=5, prefix=prefix) == []
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=infrastructure.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(created)
+    finally:
+        await admin.close()
+    assert {len(topic["partitions"]) for topic in described} == {5}
+
+
+async def test_the_broker_does_not_create_topics_on_first_use(
+    infrastructure: Infrastructure, test_id: str
+) -> None:
+    topic = f"not-in-registry-{test_id}"
+    producer = AIOKafkaProducer(
+        bootstrap_servers=infrastructure.kafka_bootstrap, request_timeout_ms=3000
+    )
+    await producer.start()
+    try:
+        with pytest.raises((KafkaTimeoutError, UnknownTopicOrPartitionError)):
+            await producer.send_and_wait(topic, b"x")
+    finally:
+        await producer.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=infrastructure.kafka_bootstrap)
+    await admin.start()
+    try:
+        assert topic not in await admin.list_topics()
+    finally:
+        await admin.close()
