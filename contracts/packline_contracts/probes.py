@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
+
+from packline_contracts.envelope import Kind, Message
+from packline_contracts.topics import OPS_PROBES
 
 
-class ProbeSent(BaseModel):
-    """A probe put on the probes topic by one service (or an operator)."""
+class ProbeSent(Message):
+    """A probe put on the probes topic by a service or an operator."""
 
-    model_config = ConfigDict(frozen=True)
+    TOPIC = OPS_PROBES
+    KIND: ClassVar[Kind] = "event"
 
-    message_type: Literal["ProbeSent"] = "ProbeSent"
     probe_id: UUID
-    sent_by: str = Field(min_length=1)
+    sent_by: str = Field(min_length=1, max_length=128)
     sent_at: AwareDatetime
+
+    def kafka_key(self) -> str:
+        return str(self.probe_id)

@@ -58,6 +58,23 @@ INVOICING_EVENTS = Topic(
     purpose="Package invoices issued, paid and voided; lines linked, unlinked or refused.",
     owner="invoicing",
 )
+INVOICING_CATALOGUE = Topic(
+    name="packline.invoicing.catalogue",
+    key="fee id or package id",
+    purpose="The latest definition of every fee and package (compacted: read it from the start "
+    "to rebuild a catalogue).",
+    owner="invoicing",
+    cleanup=Cleanup.COMPACT,
+    retention_ms=-1,
+)
+CALENDAR_DIRECTORY = Topic(
+    name="packline.calendar.directory",
+    key="practitioner id or location id",
+    purpose="The latest definition of every practitioner and location (compacted).",
+    owner="calendar",
+    cleanup=Cleanup.COMPACT,
+    retention_ms=-1,
+)
 MATCHER_EVENTS = Topic(
     name="packline.matcher.events",
     key="patient id",
@@ -90,9 +107,46 @@ SERVICES: tuple[str, ...] = ("calendar", "invoicing", "matcher")
 TOPICS: tuple[Topic, ...] = (
     CALENDAR_COMMANDS,
     CALENDAR_EVENTS,
+    CALENDAR_DIRECTORY,
     INVOICING_COMMANDS,
     INVOICING_EVENTS,
+    INVOICING_CATALOGUE,
     MATCHER_EVENTS,
     OPS_PROBES,
     *(dead_letter_topic(service) for service in SERVICES),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """One consumer of a service: the topics it reads in one consumer group, and where the
+    messages it can never apply go."""
+
+    service: str
+    name: str
+    topics: tuple[Topic, ...]
+
+    @property
+    def dead_letters(self) -> Topic:
+        return dead_letter_topic(self.service)
+
+
+CONSUMERS: tuple[Consumer, ...] = (
+    Consumer("calendar", "commands", (CALENDAR_COMMANDS,)),
+    Consumer("calendar", "package-notes", (INVOICING_EVENTS,)),
+    Consumer("calendar", "fees", (INVOICING_CATALOGUE,)),
+    Consumer("invoicing", "commands", (INVOICING_COMMANDS,)),
+    Consumer("invoicing", "booking-results", (CALENDAR_EVENTS,)),
+    Consumer("matcher", "events", (CALENDAR_EVENTS, INVOICING_EVENTS)),
+    Consumer("matcher", "directory", (CALENDAR_DIRECTORY, INVOICING_CATALOGUE)),
+    Consumer("calendar", "probes", (OPS_PROBES,)),
+    Consumer("invoicing", "probes", (OPS_PROBES,)),
+    Consumer("matcher", "probes", (OPS_PROBES,)),
+)
+
+
+def consumer(service: str, name: str) -> Consumer:
+    for candidate in CONSUMERS:
+        if candidate.service == service and candidate.name == name:
+            return candidate
+    raise KeyError(f"no consumer {service}/{name} in the registry")

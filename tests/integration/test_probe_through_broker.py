@@ -9,6 +9,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from packline_contracts.envelope import Envelope, encode
 from packline_contracts.probes import ProbeSent
 from packline_contracts.topics import OPS_PROBES
 from packline_core.service import Service
@@ -65,8 +66,10 @@ async def test_a_probe_delivered_twice_is_recorded_once(start_service: StartServ
     marker = ProbeSent(probe_id=uuid4(), sent_by="test", sent_at=datetime.now(UTC))
     topic = calendar.settings.topic(OPS_PROBES)
     # Same key, so all three land on one partition in this order: the marker arrives last.
-    for message in (probe, probe, marker):
-        await calendar.broker.publish(message, topic, key=b"same-partition")
+    probe_record = encode(Envelope.wrap(probe, producer="test"))
+    marker_record = encode(Envelope.wrap(marker, producer="test"))
+    for record in (probe_record, probe_record, marker_record):
+        await calendar.broker.publish(record.value, topic, key=b"same-partition")
 
     await eventually(lambda: received(invoicing, marker.probe_id), what="the marker probe")
     assert await received(invoicing, probe.probe_id) == 1

@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 from fastapi import HTTPException
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
+from packline_contracts.envelope import Envelope, decode, encode
 from packline_contracts.probes import ProbeSent
 from packline_contracts.topics import OPS_PROBES
 
@@ -29,8 +30,10 @@ def register_probes(service: Service) -> None:
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
-    async def record_probe(probe: ProbeSent, message: KafkaMessage) -> None:
+    async def record_probe(body: bytes, message: KafkaMessage) -> None:
         record = message.raw_message
+        probe = decode(body, record.headers, record.key).payload  # type: ignore[union-attr]
+        assert isinstance(probe, ProbeSent)
         await service.pool.execute(
             "INSERT INTO ops_probe_received"
             " (probe_id, sent_by, sent_at, topic, kafka_partition, kafka_offset)"
@@ -46,7 +49,9 @@ def register_probes(service: Service) -> None:
     @service.http.post("/ops/probes", status_code=202, tags=["operations"])
     async def send_probe() -> ProbeSent:
         probe = ProbeSent(probe_id=uuid4(), sent_by=service.name, sent_at=datetime.now(UTC))
-        await service.broker.publish(probe, topic, key=str(probe.probe_id).encode())
+        record = encode(Envelope.wrap(probe, producer=service.name))
+        await service.broker.publish(record.value, topic, key=record.key, headers=dict(
+            (name, value.decode()) for name, value in record.headers))
         return probe
 
     @service.http.get("/ops/probes/{probe_id}", tags=["operations"])

@@ -1,0 +1,130 @@
+"""The clinic's catalogue: fees and packages (owned by invoicing), practitioners and locations
+(owned by calendar). Defining one again replaces it; the ``...Defined`` events live on compacted
+topics keyed by the thing's id, so reading such a topic from the start rebuilds the catalogue."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from packline_contracts.envelope import Kind, Message
+from packline_contracts.topics import (
+    CALENDAR_COMMANDS,
+    CALENDAR_DIRECTORY,
+    INVOICING_CATALOGUE,
+    INVOICING_COMMANDS,
+)
+from packline_contracts.types import (
+    Cents,
+    Currency,
+    FeeId,
+    LateCancelPolicy,
+    LocationId,
+    Minutes,
+    PackageId,
+    PackageItem,
+    PractitionerId,
+    Restriction,
+    Validity,
+)
+
+
+class Fee(Message):
+    """A billable service the clinic sells, e.g. "60-min massage"."""
+
+    fee_id: FeeId
+    name: str = Field(min_length=1, max_length=200)
+    duration_minutes: Minutes = Field(description="Default length of its appointments (R3).")
+    price_cents: Cents
+    currency: Currency
+
+    def kafka_key(self) -> str:
+        return self.fee_id
+
+
+class DefineFee(Fee):
+    """Create or replace a fee."""
+
+    TOPIC = INVOICING_COMMANDS
+    KIND: ClassVar[Kind] = "command"
+
+
+class FeeDefined(Fee):
+    """A fee as it is now defined."""
+
+    TOPIC = INVOICING_CATALOGUE
+    KIND: ClassVar[Kind] = "event"
+
+
+class Package(Message):
+    """R1: a package of sessions, e.g. "5 x 60-min massage with Dr A at Northside"."""
+
+    package_id: PackageId
+    name: str = Field(min_length=1, max_length=200)
+    items: list[PackageItem] = Field(min_length=1, max_length=50, description="Fee x count.")
+    practitioners: Restriction = Field(default_factory=Restriction)
+    locations: Restriction = Field(default_factory=Restriction)
+    validity: Validity
+    price_cents: Cents
+    currency: Currency
+    online_purchase: bool = Field(default=False, description="Patients can buy it online.")
+    pay_before_use: bool = Field(default=False, description="Redeemable only once paid.")
+    late_cancel_policy: LateCancelPolicy | None = None
+
+    def kafka_key(self) -> str:
+        return self.package_id
+
+
+class DefinePackage(Package):
+    """Create or replace a package in the catalogue (invoices already issued keep their terms)."""
+
+    TOPIC = INVOICING_COMMANDS
+    KIND: ClassVar[Kind] = "command"
+
+
+class PackageDefined(Package):
+    """A package as it is now defined."""
+
+    TOPIC = INVOICING_CATALOGUE
+    KIND: ClassVar[Kind] = "event"
+
+
+class Practitioner(Message):
+    practitioner_id: PractitionerId
+    name: str = Field(min_length=1, max_length=200)
+
+    def kafka_key(self) -> str:
+        return self.practitioner_id
+
+
+class DefinePractitioner(Practitioner):
+    """Create or rename a practitioner."""
+
+    TOPIC = CALENDAR_COMMANDS
+    KIND: ClassVar[Kind] = "command"
+
+
+class PractitionerDefined(Practitioner):
+    TOPIC = CALENDAR_DIRECTORY
+    KIND: ClassVar[Kind] = "event"
+
+
+class Location(Message):
+    location_id: LocationId
+    name: str = Field(min_length=1, max_length=200)
+
+    def kafka_key(self) -> str:
+        return self.location_id
+
+
+class DefineLocation(Location):
+    """Create or rename a location (a clinic site)."""
+
+    TOPIC = CALENDAR_COMMANDS
+    KIND: ClassVar[Kind] = "command"
+
+
+class LocationDefined(Location):
+    TOPIC = CALENDAR_DIRECTORY
+    KIND: ClassVar[Kind] = "event"

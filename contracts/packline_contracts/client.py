@@ -1,0 +1,147 @@
+"""A small Kafka client for Python callers: publish commands and read events with the right key,
+headers and envelope. Needs the ``kafka`` extra (``pip install 'packline-contracts[kafka]'``).
+
+    async with PacklineProducer("127.0.0.1:9092", producer="online-bookings") as producer:
+        booked = await producer.send(BookAppointment(...))
+
+    async with PacklineConsumer("127.0.0.1:9092", [INVOICING_EVENTS], group_id="my-app") as events:
+        linked = await events.wait_for(LineLinked, lambda e: e.payload.appointment_id == appt_id)
+
+Both take a ``topic_prefix`` when Packline runs with ``PACKLINE_TOPIC_PREFIX``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast
+from uuid import UUID
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from packline_contracts import registry  # noqa: F401  (registers every message type)
+from packline_contracts.envelope import Envelope, InvalidMessage, Message, decode, encode
+from packline_contracts.topics import Topic
+
+M = TypeVar("M", bound=Message)
+
+
+class PacklineProducer:
+    """Publishes messages to the topic their type belongs to, waiting for every replica."""
+
+    def __init__(self, bootstrap_servers: str, *, producer: str, topic_prefix: str = "") -> None:
+        self.producer_name = producer
+        self.topic_prefix = topic_prefix
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
+        )
+
+    async def __aenter__(self) -> Self:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        await self._producer.stop()
+
+    async def send(
+        self,
+        message: M,
+        *,
+        message_id: UUID | None = None,
+        correlation_id: UUID | None = None,
+        causation: Envelope[Any] | None = None,
+    ) -> Envelope[M]:
+        """Publish ``message``; returns its envelope (keep ``message_id`` to follow the flow).
+        Sending the same ``message_id`` again is safe: Packline applies it once."""
+        envelope = Envelope.wrap(
+            message,
+            producer=self.producer_name,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            causation=causation,
+        )
+        record = encode(envelope)
+        await self._producer.send_and_wait(
+            self.topic_prefix + message.TOPIC.name,
+            value=record.value,
+            key=record.key,
+            headers=record.headers,
+        )
+        return envelope
+
+
+class PacklineConsumer:
+    """Reads Packline messages from some topics in a consumer group of the caller's own."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: Iterable[Topic],
+        *,
+        group_id: str,
+        topic_prefix: str = "",
+        from_beginning: bool = True,
+    ) -> None:
+        self._consumer = AIOKafkaConsumer(
+            *(topic_prefix + topic.name for topic in topics),
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            enable_auto_commit=True,
+        )
+        self.received: list[Envelope[Message]] = []
+        self.invalid: list[tuple[bytes | None, InvalidMessage]] = []
+
+    async def __aenter__(self) -> Self:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        await self._consumer.stop()
+
+    async def __aiter__(self) -> AsyncIterator[Envelope[Message]]:
+        """Every new message, as it arrives."""
+        while True:
+            for envelope in await self._poll(1.0):
+                yield envelope
+
+    async def wait_for(
+        self,
+        message_type: type[M],
+        where: Callable[[Envelope[M]], bool] = lambda _envelope: True,
+        *,
+        within: float = 30.0,
+    ) -> Envelope[M]:
+        """The first message of ``message_type`` satisfying ``where`` that this consumer has
+        received or receives within ``within`` seconds (then TimeoutError). Everything received
+        is kept in ``received``, so waiting for one message never loses another."""
+        deadline = time.monotonic() + within
+        checked = 0
+        while True:
+            for envelope in self.received[checked:]:
+                if isinstance(envelope.payload, message_type):
+                    typed = cast(Envelope[M], envelope)
+                    if where(typed):
+                        return typed
+            checked = len(self.received)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no matching {message_type.MESSAGE_TYPE} within {within} s")
+            await self._poll(min(left, 1.0))
+
+    async def _poll(self, seconds: float) -> list[Envelope[Message]]:
+        batches = await self._consumer.getmany(timeout_ms=int(seconds * 1000))
+        new: list[Envelope[Message]] = []
+        for records in batches.values():
+            for record in records:
+                try:
+                    new.append(decode(record.value, record.headers, record.key))
+                except InvalidMessage as error:  # not ours to fix; kept for the caller to see
+                    self.invalid.append((record.value, error))
+        self.received.extend(new)
+        return new

@@ -1,0 +1,287 @@
+"""Package invoices and their lines: purchases, payments, voids and refunds, and the links between
+lines and appointments. Owned by invoicing; every message is keyed by the patient id.
+
+A package invoice has one line per session (a package of 5 massages has 5 lines). A line is
+**open** (unassigned), **linked** to one appointment, or **forfeited** (R9). Links are made by the
+matcher's ``LinkAppointment`` and checked again by invoicing, which answers ``LineLinked`` or
+``LinkRefused``."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import ClassVar
+from uuid import UUID
+
+from pydantic import AwareDatetime, Field
+
+from packline_contracts.envelope import Kind, PatientMessage
+from packline_contracts.topics import INVOICING_COMMANDS, INVOICING_EVENTS
+from packline_contracts.types import (
+    Actor,
+    Appointment,
+    Balance,
+    Cents,
+    Currency,
+    FeeId,
+    LateCancelPolicy,
+    PackageId,
+    PatientId,
+    Reason,
+    Restriction,
+    Value,
+)
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+class InvoiceCommand(PatientMessage):
+    ABSTRACT = True
+    TOPIC = INVOICING_COMMANDS
+    KIND: ClassVar[Kind] = "command"
+
+    invoice_id: UUID
+
+
+class PurchaseChannel(StrEnum):
+    STAFF = "staff"
+    ONLINE = "online"
+
+
+class IssuePackageInvoice(InvoiceCommand):
+    """R2: sell a package to a patient. Restrictions default to the package's; staff may choose
+    narrower ones at sale ("linked in the package invoice")."""
+
+    package_id: PackageId
+    channel: PurchaseChannel
+    issued_by: Actor
+    issued_at: AwareDatetime
+    practitioners: Restriction | None = None
+    locations: Restriction | None = None
+
+
+class RecordPayment(InvoiceCommand):
+    payment_id: UUID
+    amount_cents: Cents = Field(gt=0)
+    paid_at: AwareDatetime
+    recorded_by: Actor
+
+
+class VoidPackageInvoice(InvoiceCommand):
+    """R13: void an invoice; its appointments stay booked but lose their link."""
+
+    voided_by: Actor
+    reason: Reason
+
+
+class RefundPackageInvoice(InvoiceCommand):
+    """R13: refund money; a full refund ends the invoice like a void."""
+
+    refund_id: UUID
+    amount_cents: Cents = Field(gt=0)
+    refunded_by: Actor
+    reason: Reason
+
+
+class LinkAppointment(InvoiceCommand):
+    """The matcher's decision: this line redeems this appointment. Invoicing checks it again."""
+
+    line_id: UUID
+    appointment: Appointment
+    rule: str = Field(min_length=1, description="Why this line (R11), shown to staff.")
+
+
+class UnlinkReason(StrEnum):
+    CANCELLED = "cancelled"
+    DELETED = "deleted"
+    NO_LONGER_FITS = "no_longer_fits"
+    UNASSIGNED_BY_STAFF = "unassigned_by_staff"
+    INVOICE_VOIDED = "invoice_voided"
+
+
+class UnlinkAppointment(InvoiceCommand):
+    """The matcher's decision: release the line (or forfeit it, R9)."""
+
+    line_id: UUID
+    appointment_id: UUID
+    appointment_version: int = Field(ge=1)
+    reason: UnlinkReason
+    forfeit: bool = Field(default=False, description="Late cancel / no-show: session is used up.")
+
+
+class UnassignInvoiceLine(InvoiceCommand):
+    """R8: staff unlink an appointment from a line ("Unassigned"). The matcher will not link that
+    appointment again on its own."""
+
+    line_id: UUID
+    unassigned_by: Actor
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+class LineStatus(StrEnum):
+    OPEN = "open"
+    BOOKING_REQUESTED = "booking_requested"
+    LINKED = "linked"
+    FORFEITED = "forfeited"
+
+
+class InvoiceStatus(StrEnum):
+    ISSUED = "issued"
+    PAID = "paid"
+    VOID = "void"
+    REFUNDED = "refunded"
+
+
+class InvoiceLine(Value):
+    """One session of a package invoice, as invoicing knows it now."""
+
+    line_id: UUID
+    line_number: int = Field(ge=1, description="Order on the invoice (R11's last tie-break).")
+    fee_id: FeeId
+    practitioners: Restriction
+    locations: Restriction
+    valid_from: date
+    valid_until: date = Field(description="Last day an appointment can redeem it.")
+    status: LineStatus
+    appointment_id: UUID | None = None
+    appointment_starts_at: AwareDatetime | None = None
+    version: int = Field(ge=1, description="Increases with every change of this line.")
+
+
+class PackageInvoice(Value):
+    invoice_id: UUID
+    patient_id: PatientId
+    package_id: PackageId
+    package_name: str
+    channel: PurchaseChannel
+    issued_at: AwareDatetime
+    status: InvoiceStatus
+    price_cents: Cents
+    paid_cents: Cents
+    currency: Currency
+    pay_before_use: bool
+    redeemable: bool = Field(description="Issued or paid, not void or refunded, paid if required.")
+    late_cancel_policy: LateCancelPolicy | None = None
+    lines: list[InvoiceLine]
+    balance: Balance
+
+
+class InvoiceEvent(PatientMessage):
+    ABSTRACT = True
+    TOPIC = INVOICING_EVENTS
+    KIND: ClassVar[Kind] = "event"
+
+    invoice_id: UUID
+
+
+class PackageInvoiceIssued(InvoiceEvent):
+    """R2: a package invoice with all its lines, restrictions and validity."""
+
+    invoice: PackageInvoice
+
+
+class PaymentRecorded(InvoiceEvent):
+    payment_id: UUID
+    amount_cents: Cents
+    paid_cents: Cents = Field(description="Paid so far in total.")
+    status: InvoiceStatus
+    redeemable: bool
+    balance: Balance
+
+
+class PackageInvoiceVoided(InvoiceEvent):
+    """R13: every linked line was released (a LineUnlinked follows for each)."""
+
+    voided_by: Actor
+    reason: Reason
+    balance: Balance
+
+
+class PackageInvoiceRefunded(InvoiceEvent):
+    refund_id: UUID
+    amount_cents: Cents
+    refunded_cents: Cents
+    status: InvoiceStatus
+    redeemable: bool
+    balance: Balance
+
+
+class LineEvent(InvoiceEvent):
+    """A change of one line; carries the line as it is now and the invoice's balance (R14)."""
+
+    ABSTRACT = True
+
+    package_id: PackageId
+    package_name: str
+    line: InvoiceLine
+    balance: Balance
+
+
+class LineLinked(LineEvent):
+    """A line now redeems an appointment: the calendar shows the package note (R4), the line
+    shows the appointment date."""
+
+    appointment_id: UUID
+    appointment_version: int = Field(ge=1)
+    link_version: int = Field(
+        ge=1,
+        description="Increases with every link change of this appointment; apply a link "
+        "event only if it is newer than the last one applied.",
+    )
+    session_number: int = Field(ge=1, description="This is session N of balance.total.")
+    rule: str = Field(description="Why this line was chosen (R11).")
+
+
+class LineUnlinked(LineEvent):
+    """A line is free again (R8, R9, R10, R13); the appointment stays booked without a note."""
+
+    appointment_id: UUID
+    link_version: int = Field(ge=1)
+    reason: UnlinkReason
+
+
+class LineForfeited(LineEvent):
+    """R9: a late cancellation or no-show used up the session; the line stays consumed."""
+
+    appointment_id: UUID
+    link_version: int = Field(ge=1)
+    reason: Reason
+
+
+class LinkRefusalCode(StrEnum):
+    LINE_TAKEN = "line_taken"
+    APPOINTMENT_ALREADY_LINKED = "appointment_already_linked"
+    WRONG_PATIENT = "wrong_patient"
+    FEE_NOT_COVERED = "fee_not_covered"
+    PRACTITIONER_NOT_ALLOWED = "practitioner_not_allowed"
+    LOCATION_NOT_ALLOWED = "location_not_allowed"
+    OUTSIDE_VALIDITY = "outside_validity"
+    NOT_REDEEMABLE = "not_redeemable"
+    UNKNOWN_LINE = "unknown_line"
+    STALE = "stale"
+
+
+class LinkRefused(InvoiceEvent):
+    """A LinkAppointment that invoicing did not apply, and why (the matcher tries another line)."""
+
+    line_id: UUID
+    appointment_id: UUID
+    appointment_version: int = Field(ge=1)
+    code: LinkRefusalCode
+    reason: Reason
+
+
+class LineBookingRequested(LineEvent):
+    """R3: staff saved a line with "Add appointment: Yes"; the calendar was asked to book."""
+
+    appointment_id: UUID
+    starts_at: AwareDatetime
+
+
+class LineBookingRefused(LineEvent):
+    """R3: the calendar refused the booking; the reason is shown on the line, which stays open."""
+
+    appointment_id: UUID
+    reason: Reason
