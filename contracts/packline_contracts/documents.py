@@ -20,7 +20,7 @@ from packline_contracts import __version__
 from packline_contracts.compat import breaking_changes
 from packline_contracts.envelope import CONTENT_TYPE, Message, envelope_model, headers_of
 from packline_contracts.examples import example_envelope
-from packline_contracts.registry import MESSAGE_TYPES, messages_on
+from packline_contracts.registry import all_messages, messages_on
 from packline_contracts.topics import (
     CALENDAR_COMMANDS,
     CONSUMERS,
@@ -60,7 +60,7 @@ def _dump(document: dict[str, Any]) -> str:
 
 
 def schema_documents() -> dict[str, str]:
-    return {schema_file_name(cls): _dump(json_schema(cls)) for cls in MESSAGE_TYPES.values()}
+    return {schema_file_name(cls): _dump(json_schema(cls)) for cls in all_messages()}
 
 
 # --- AsyncAPI ---------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ DEAD_LETTER_HEADERS: dict[str, Any] = {
 def asyncapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    for cls in MESSAGE_TYPES.values():
+    for cls in all_messages():
         schema = _rewrite_refs(json_schema(cls))
         for name, definition in schema.pop("$defs", {}).items():
             if schemas.setdefault(name, definition) != definition:
@@ -261,7 +261,7 @@ def stale_files() -> list[Path]:
 def unbumped_breaking_changes() -> dict[str, list[str]]:
     """Breaking differences between the models and the committed schema of the same version."""
     found: dict[str, list[str]] = {}
-    for cls in MESSAGE_TYPES.values():
+    for cls in all_messages():
         committed = SCHEMA_DIR / schema_file_name(cls)
         if committed.exists():
             problems = breaking_changes(json.loads(committed.read_text()), json_schema(cls))
