@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import asyncpg
 import pytest
@@ -97,7 +98,7 @@ async def create_database(
     created: list[str] = []
 
     async def create(purpose: str) -> str:
-        name = f"t_{test_id}_{purpose}"
+        name = f"t_{test_id}_{purpose}_{len(created)}"
         conn = await asyncpg.connect(infrastructure.admin_database_url)
         try:
             await conn.execute(f'CREATE DATABASE "{name}"')
@@ -115,7 +116,15 @@ async def create_database(
         await conn.close()
 
 
-StartService = Callable[[str], Awaitable[Service]]
+class StartService(Protocol):
+    async def __call__(
+        self,
+        name: str,
+        *,
+        database_url: str | None = None,
+        customize: Callable[[Service], None] | None = None,
+        **settings: Any,
+    ) -> Service: ...
 
 
 @pytest.fixture
@@ -127,16 +136,30 @@ async def start_service(
 
     running: list[Service] = []
 
-    async def start(name: str) -> Service:
+    async def start(
+        name: str,
+        *,
+        database_url: str | None = None,
+        customize: Callable[[Service], None] | None = None,
+        **overrides: Any,
+    ) -> Service:
+        """Start ``name`` on a new database (or ``database_url``: a second replica), after
+        ``customize`` (extra consumers, patches) had its say."""
         settings_class, create_service = SERVICES[name]
         settings = settings_class(
-            kafka_bootstrap_servers=infrastructure.kafka_bootstrap,
-            topic_prefix=topic_prefix,
-            database_url=await create_database(name),
-            http_port=0,
-            database_pool_size=4,
+            **{
+                "kafka_bootstrap_servers": infrastructure.kafka_bootstrap,
+                "topic_prefix": topic_prefix,
+                "database_url": database_url or await create_database(name),
+                "http_port": 0,
+                "database_pool_size": 4,
+                "outbox_poll_seconds": 0.2,
+                **overrides,
+            }
         )
         service = create_service(settings)
+        if customize is not None:
+            customize(service)
         await service.start()
         running.append(service)
         return service

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from packline_contracts.client import PacklineConsumer, PacklineProducer
 from packline_contracts.examples import EXAMPLES
 from packline_contracts.topics import TOPICS
+
 from tests.conftest import Infrastructure
 
 pytestmark = pytest.mark.infra

@@ -6,9 +6,9 @@ import asyncio
 
 import asyncpg
 import pytest
-
 from packline_core import migrations
 from packline_core.migrations import Migration, MigrationError
+
 from tests.conftest import CreateDatabase
 
 pytestmark = pytest.mark.infra

@@ -6,9 +6,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
-
 from packline_contracts.topics import TOPICS
 from packline_core.topics import create_topics
+
 from tests.conftest import Infrastructure
 
 pytestmark = pytest.mark.infra

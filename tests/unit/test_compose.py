@@ -11,8 +11,8 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
-
 from packline_core.admin import ENV_NAMES as ADMIN_ENV_NAMES
+
 from tests.services_under_test import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from packline_contracts import documents
 from packline_contracts.compat import breaking_changes
 from packline_contracts.envelope import encode

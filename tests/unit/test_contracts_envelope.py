@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-
 from packline_contracts.appointments import BookAppointment
 from packline_contracts.envelope import (
     MAX_MESSAGE_BYTES,
@@ -90,7 +89,8 @@ def test_empty_ids_are_rejected() -> None:
 def test_not_json_and_not_an_object_are_rejected() -> None:
     assert "not JSON" in rejected(b"{not json")
     assert "must be a JSON object" in rejected(b"[1, 2]")
-    assert "no value" in str(pytest.raises(InvalidMessage, decode, None).value)
+    with pytest.raises(InvalidMessage, match="no value"):
+        decode(None)
 
 
 def test_oversized_message_is_rejected() -> None:

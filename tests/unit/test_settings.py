@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from packline_calendar.settings import CalendarSettings
 from packline_contracts.topics import OPS_PROBES
 from packline_core.settings import SettingsError, load_settings

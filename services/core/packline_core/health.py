@@ -2,6 +2,7 @@
 
 - ``GET /health/live``: the process answers (restart it if not).
 - ``GET /health/ready``: this replica reaches its database and Kafka (out of rotation if not).
+- ``GET /metrics``: Prometheus metrics (packline_core.metrics).
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from packline_core.service import Service
 
 
 def register_health(service: Service) -> None:
+    @service.http.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics() -> Response:
+        return service.metrics.response()
+
     @service.http.get("/health/live", tags=["operations"])
     async def live() -> dict[str, str]:
         return {"status": "alive", "service": service.name}

@@ -1,8 +1,9 @@
-"""The shell every Packline service runs in: its database pool and migrations, its Kafka broker,
-its HTTP API, and a start / stop that tests can drive in-process and uvicorn drives in production.
+"""The shell every Packline service runs in: its database pool and migrations, its Kafka broker
+and producer, its outbox relay, its HTTP API, and a start / stop that tests can drive in-process
+and uvicorn drives in production.
 
 A service's composition root (``factory.py``) builds a :class:`Service` from settings, registers
-its handlers and routes on it, and hands it to :func:`packline_core.main.run`.
+its consumers' handlers and its routes on it, and hands it to :func:`packline_core.main.run`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,18 @@ from typing import Any
 
 import asyncpg
 import structlog
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
+from packline_contracts import registry  # noqa: F401  (registers every message type)
+from packline_contracts.envelope import Envelope
+from packline_contracts.topics import consumer as consumer_spec
 
 from packline_core import migrations
+from packline_core.consumer import ConsumerSettings, MessageConsumer
+from packline_core.db import Connection
+from packline_core.metrics import ServiceMetrics
+from packline_core.outbox import OutboxRelay, RelaySettings, Transaction
 from packline_core.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -27,7 +36,7 @@ Hook = Callable[[], Awaitable[None]]
 
 
 class Service:
-    """One Packline service: name, settings, database pool, Kafka broker and HTTP app."""
+    """One Packline service: name, settings, database pool, Kafka clients and HTTP app."""
 
     def __init__(self, name: str, settings: ServiceSettings, migration_package: str) -> None:
         self.name = name
@@ -36,13 +45,12 @@ class Service:
             *migrations.load("packline_core", "core"),
             *migrations.load(migration_package, name),
         ]
+        self.metrics = ServiceMetrics()
+        client_id = f"packline-{name}-{settings.instance_id}"
+        # Consumers only: every publication goes through the outbox relay or ``producer``.
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
-            client_id=f"packline-{name}-{settings.instance_id}",
-            # Every publish waits for the broker's full acknowledgement, and retries cannot
-            # duplicate or reorder a partition's messages.
-            acks="all",
-            enable_idempotence=True,
+            client_id=client_id,
             allow_auto_create_topics=False,
             graceful_timeout=30.0,
             # FastStream's own lines go through our structured logging; per-message lines are
@@ -50,16 +58,34 @@ class Service:
             logger=logging.getLogger(f"packline.{name}.broker"),
             log_level=logging.DEBUG,
         )
+        self._producer: AIOKafkaProducer | None = None
+        self.relay = OutboxRelay(
+            settings.database_url,
+            settings.kafka_bootstrap_servers,
+            client_id,
+            self.metrics,
+            RelaySettings(poll_interval=settings.outbox_poll_seconds),
+        )
+        self.consumers: list[MessageConsumer] = []
         self.http = FastAPI(title=f"Packline {name}", lifespan=self._lifespan)
         self._pool: asyncpg.Pool | None = None
+        self._relay_task: asyncio.Task[None] | None = None
+        self._running = False
         self._started_hooks: list[Hook] = []
         self._stopping_hooks: list[Hook] = []
 
-    @property
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError(f"the {self.name} service is not started")
-        return self._pool
+    # --- building -----------------------------------------------------------------------------
+
+    def consumer(self, name: str, settings: ConsumerSettings | None = None) -> MessageConsumer:
+        """The registry's consumer ``<service>/<name>``; register handlers on it with
+        ``@consumer.handles(MessageType)``. It subscribes when the service starts."""
+        consumer = MessageConsumer(
+            self,
+            consumer_spec(self.name, name),
+            settings or ConsumerSettings(batch_size=self.settings.consumer_batch_size),
+        )
+        self.consumers.append(consumer)
+        return consumer
 
     def on_started(self, hook: Hook) -> Hook:
         """Run ``hook`` once the database and the broker are up (background tasks start here)."""
@@ -70,6 +96,37 @@ class Service:
         """Run ``hook`` first on shutdown, before the broker and the pool close."""
         self._stopping_hooks.append(hook)
         return hook
+
+    # --- using --------------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError(f"the {self.name} service is not started")
+        return self._pool
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """For what must not wait for a database commit (dead letters, probes)."""
+        if self._producer is None:
+            raise RuntimeError(f"the {self.name} service is not started")
+        return self._producer
+
+    def new_transaction(
+        self, conn: Connection, causation: Envelope[Any] | None = None
+    ) -> Transaction:
+        return Transaction(conn, self.name, self.settings.topic_prefix, causation)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """A database transaction whose published messages go to the outbox on commit (for HTTP
+        handlers; message handlers get theirs from the consumer)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            tx = self.new_transaction(conn)
+            yield tx
+            await tx.flush()
+
+    # --- lifecycle ----------------------------------------------------------------------------
 
     async def migrate(self) -> list[migrations.Migration]:
         conn: asyncpg.Connection = await asyncpg.connect(self.settings.database_url)
@@ -85,17 +142,36 @@ class Service:
         self._pool = await asyncpg.create_pool(
             self.settings.database_url, min_size=1, max_size=self.settings.database_pool_size
         )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            client_id=f"packline-{self.name}-{self.settings.instance_id}",
+            acks="all",
+            enable_idempotence=True,
+        )
+        await self._producer.start()
+        for consumer in self.consumers:
+            consumer.subscribe()
         await self.broker.start()
+        self._relay_task = asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay")
+        self._running = True
         for hook in self._started_hooks:
             await hook()
         log.info("service started", http_port=self.settings.http_port)
 
     async def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
         log.info("service stopping")
         for hook in self._stopping_hooks:
             await hook()
-        # The broker first: its subscribers finish the message in hand, which may need the pool.
+        # Consumers first: each finishes (and commits) the batch in hand, which needs the pool.
         await self.broker.stop()
+        self.relay.stop()
+        if self._relay_task is not None:
+            await self._relay_task
+        if self._producer is not None:
+            await self._producer.stop()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

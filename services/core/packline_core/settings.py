@@ -39,6 +39,15 @@ class ServiceSettings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=100)
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
     http_port: int = Field(ge=0, le=65535, description="Port of the HTTP API (0: any free port).")
+    consumer_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Most messages applied in one transaction."
+    )
+    outbox_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often the relay looks for unsent rows when no commit woke it.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     instance_id: str = Field(

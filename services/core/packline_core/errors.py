@@ -1,0 +1,39 @@
+"""How the messaging core tells a failure that will pass from one that never will."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+
+
+class Rejected(Exception):
+    """Raised by a handler: this message can never be applied (it goes to the dead letters)."""
+
+
+class ShuttingDown(Exception):
+    """The service is stopping; the message in hand is left uncommitted for the next owner."""
+
+
+# Connection-level PostgreSQL failures and transaction conflicts: retry, never skip.
+_TRANSIENT_POSTGRES = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.QueryCanceledError,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for failures of the database or the broker that retrying will get past."""
+    if isinstance(error, (*_TRANSIENT_POSTGRES, KafkaConnectionError, KafkaTimeoutError)):
+        return True
+    if isinstance(error, KafkaError):
+        return bool(getattr(error, "retriable", False))
+    return isinstance(error, OSError | ConnectionError | asyncio.TimeoutError)
