@@ -4,6 +4,10 @@ partition flows on, and a database outage skips nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -13,7 +17,7 @@ from packline_contracts.envelope import Envelope, encode
 from packline_contracts.probes import ProbeSent
 from packline_contracts.topics import OPS_PROBES, Consumer, dead_letter_topic
 from packline_core import deadletters
-from packline_core.consumer import MessageConsumer
+from packline_core.consumer import ConsumerSettings, MessageConsumer
 from packline_core.errors import Rejected
 from packline_core.outbox import Transaction
 from packline_core.service import Service
@@ -250,3 +254,69 @@ async def test_while_the_database_is_down_nothing_is_skipped_and_the_backlog_dra
         assert await dead_letters(infrastructure, invoicing) == []
     finally:
         await proxy.stop()
+
+
+async def test_dead_letters_can_be_listed_and_redriven_once_the_fault_is_fixed(
+    start_service: StartService, infrastructure: Infrastructure, topic_prefix: str
+) -> None:
+    broken = {"yes"}
+
+    def add_flaky_consumer(service: Service) -> None:
+        flaky = MessageConsumer(
+            service,
+            Consumer(service.name, "flaky", (OPS_PROBES,)),
+            ConsumerSettings(max_attempts=2, first_backoff=0.05),
+        )
+        service.consumers.append(flaky)
+
+        @flaky.handles(ProbeSent)
+        async def fail_while_broken(tx: Transaction, envelope: Envelope[ProbeSent]) -> None:
+            if broken:
+                raise RuntimeError("a bug, fixed in the next release")
+            await tx.conn.execute(
+                "INSERT INTO fixed (probe_id) VALUES ($1)", envelope.payload.probe_id
+            )
+
+    calendar = await start_service("calendar", customize=add_flaky_consumer)
+    await calendar.pool.execute("CREATE TABLE fixed (probe_id uuid PRIMARY KEY)")
+    stuck = probe()
+    await send(calendar, stuck)
+    letters = await eventually(
+        lambda: _letters_at_least(infrastructure, calendar, 1), what="the dead letter"
+    )
+    assert dict(letters[0].headers)["dead-letter-attempts"] == b"2"
+
+    admin = [sys.executable, "-m", "packline_core.admin", "dead-letters"]
+    common = [
+        "--service",
+        "calendar",
+        "--prefix",
+        topic_prefix,
+        "--bootstrap-servers",
+        infrastructure.kafka_bootstrap,
+    ]
+    listed = await asyncio.to_thread(
+        subprocess.run, [*admin, "list", *common], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    first = json.loads(listed.stdout.splitlines()[0])
+    assert first["reason"].startswith("failed 2 times: RuntimeError")
+    assert first["consumer"] == "calendar.flaky"
+
+    broken.clear()  # the fix is deployed
+    redriven = await asyncio.to_thread(
+        subprocess.run,
+        [*admin, "redrive", *common, "--at", first["at"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert redriven.returncode == 0, redriven.stderr
+    assert "1 dead letter(s) re-driven" in redriven.stdout
+
+    async def applied() -> bool:
+        return bool(await calendar.pool.fetchval("SELECT count(*) FROM fixed") == 1)
+
+    await eventually(applied, what="the re-driven probe to be applied")
+    # The probes consumer had applied it the first time: the re-driven copy changes nothing there.
+    assert await recorded(calendar, stuck) == 1

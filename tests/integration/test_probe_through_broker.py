@@ -99,12 +99,13 @@ async def test_a_probe_delivered_twice_is_recorded_once(start_service: StartServ
     assert await invoicing.pool.fetchval("SELECT count(*) FROM inbox") == 1
 
 
-async def test_readiness_reports_database_and_broker(start_service: StartService) -> None:
+async def test_health_and_metrics_endpoints(start_service: StartService) -> None:
     matcher = await start_service("matcher")
     transport = httpx.ASGITransport(app=matcher.http)
     async with httpx.AsyncClient(transport=transport, base_url="http://matcher") as client:
         ready = await client.get("/health/ready")
         live = await client.get("/health/live")
+        metrics = await client.get("/metrics")
     assert ready.status_code == 200
     assert ready.json() == {
         "status": "ready",
@@ -113,3 +114,6 @@ async def test_readiness_reports_database_and_broker(start_service: StartService
         "kafka": "ok",
     }
     assert live.json()["status"] == "alive"
+    assert metrics.status_code == 200
+    for name in ("packline_outbox_backlog", "packline_outbox_relay_active", "process_cpu_seconds"):
+        assert name in metrics.text

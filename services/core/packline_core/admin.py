@@ -1,16 +1,22 @@
 """``packline-admin``: operations commands that are not one service's.
 
-    packline-admin create-topics [--partitions N] [--replication-factor N] [--prefix P]
+    packline-admin create-topics [--partitions N] [--replication-factor N]
+    packline-admin dead-letters list --service calendar
+    packline-admin dead-letters redrive --service calendar (--all | --at PARTITION:OFFSET ...)
 
-Reads PACKLINE_KAFKA_BOOTSTRAP_SERVERS and PACKLINE_TOPIC_PREFIX like the services do.
+Every command reads PACKLINE_KAFKA_BOOTSTRAP_SERVERS and PACKLINE_TOPIC_PREFIX like the services.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 
+from packline_contracts.topics import SERVICES, dead_letter_topic
+
+from packline_core import deadletters
 from packline_core.topics import create_topics
 
 # The environment variables packline-admin reads (docker-compose.yml is checked against them).
@@ -19,21 +25,80 @@ ENV_NAMES = frozenset(
 )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="packline-admin")
-    commands = parser.add_subparsers(dest="command", required=True)
-    topics = commands.add_parser("create-topics", help="create the registry's topics (idempotent)")
-    topics.add_argument(
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "--bootstrap-servers",
         default=os.environ.get("PACKLINE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
     )
-    topics.add_argument("--prefix", default=os.environ.get("PACKLINE_TOPIC_PREFIX", ""))
+    common.add_argument("--prefix", default=os.environ.get("PACKLINE_TOPIC_PREFIX", ""))
+
+    parser = argparse.ArgumentParser(prog="packline-admin")
+    commands = parser.add_subparsers(dest="command", required=True)
+    topics = commands.add_parser(
+        "create-topics", parents=[common], help="create the registry's topics (idempotent)"
+    )
     topics.add_argument(
         "--partitions", type=int, default=int(os.environ.get("PACKLINE_PARTITIONS", "12"))
     )
     topics.add_argument("--replication-factor", type=int, default=1)
-    args = parser.parse_args(argv)
 
+    letters = commands.add_parser("dead-letters", help="list or re-drive a service's dead letters")
+    actions = letters.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("list", "print every dead letter, one JSON object a line"),
+        ("redrive", "publish dead letters back to the topics they came from"),
+    ):
+        sub = actions.add_parser(action, parents=[common], help=text)
+        sub.add_argument("--service", required=True, choices=SERVICES)
+        if action == "redrive":
+            which = sub.add_mutually_exclusive_group(required=True)
+            which.add_argument("--all", action="store_true")
+            which.add_argument(
+                "--at",
+                action="append",
+                metavar="PARTITION:OFFSET",
+                help="a dead letter's place on the dead-letter topic (see 'list'); repeatable",
+            )
+    return parser
+
+
+async def _dead_letters(args: argparse.Namespace) -> None:
+    topic = args.prefix + dead_letter_topic(args.service).name
+    letters = await deadletters.read_all(args.bootstrap_servers, topic)
+    if args.action == "list":
+        for letter in letters:
+            print(
+                json.dumps(
+                    {
+                        "at": f"{letter.partition}:{letter.offset}",
+                        "origin": "/".join(str(part) for part in letter.origin),
+                        "reason": letter.header("reason"),
+                        "consumer": letter.header("consumer"),
+                        "attempts": int(letter.header("attempts")),
+                        "when": letter.header("at"),
+                        "key": (letter.key or b"").decode(errors="replace"),
+                        "value": (letter.value or b"")[:500].decode(errors="replace"),
+                    }
+                )
+            )
+        print(f"{len(letters)} dead letter(s) on {topic}")
+        return
+    chosen = letters
+    if not args.all:
+        wanted = {tuple(int(part) for part in place.split(":", 1)) for place in args.at}
+        chosen = [letter for letter in letters if (letter.partition, letter.offset) in wanted]
+        missing = wanted - {(letter.partition, letter.offset) for letter in chosen}
+        if missing:
+            raise SystemExit(f"no dead letter at {sorted(missing)} on {topic}")
+    sent = await deadletters.redrive(args.bootstrap_servers, chosen)
+    for letter in sent:
+        print(f"re-drove {letter.partition}:{letter.offset} to {letter.origin[0]}")
+    print(f"{len(sent)} dead letter(s) re-driven")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     if args.command == "create-topics":
         created = asyncio.run(
             create_topics(
@@ -47,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"created topic {name} ({args.partitions} partitions)")
         if not created:
             print("all topics exist")
+    elif args.command == "dead-letters":
+        asyncio.run(_dead_letters(args))
 
 
 if __name__ == "__main__":

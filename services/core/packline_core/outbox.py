@@ -119,6 +119,8 @@ class RelaySettings:
     batch_size: int = 500
     poll_interval: float = 1.0
     prune_after: timedelta = timedelta(days=1)
+    # Longer than the topics' retention: a message still in Kafka must still be in the inbox.
+    inbox_retention: timedelta = timedelta(days=14)
     prune_every: float = 60.0
 
 
@@ -250,4 +252,8 @@ class OutboxRelay:
     async def _prune(self, conn: Connection) -> None:
         await conn.execute(
             "DELETE FROM outbox WHERE sent_at < now() - $1::interval", self.settings.prune_after
+        )
+        await conn.execute(
+            "DELETE FROM inbox WHERE applied_at < now() - $1::interval",
+            self.settings.inbox_retention,
         )
