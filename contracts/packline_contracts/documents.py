@@ -169,6 +169,7 @@ def asyncapi_document() -> dict[str, Any]:
             "bindings": {
                 "kafka": {
                     "topic": topic.name,
+                    **({"partitions": topic.partitions} if topic.partitions else {}),
                     "topicConfiguration": {
                         "cleanup.policy": [topic.cleanup.value],
                         "retention.ms": topic.retention_ms,

@@ -28,6 +28,7 @@ class Topic:
     owner: str
     cleanup: Cleanup = Cleanup.DELETE
     retention_ms: int = 7 * DAY_MS
+    partitions: int | None = None  # None: the deployment's default (PACKLINE_PARTITIONS)
 
     def config(self) -> dict[str, str]:
         """Topic-level configuration passed to Kafka when the topic is created."""
@@ -66,6 +67,7 @@ INVOICING_CATALOGUE = Topic(
     owner="invoicing",
     cleanup=Cleanup.COMPACT,
     retention_ms=-1,
+    partitions=3,
 )
 CALENDAR_DIRECTORY = Topic(
     name="packline.calendar.directory",
@@ -74,6 +76,7 @@ CALENDAR_DIRECTORY = Topic(
     owner="calendar",
     cleanup=Cleanup.COMPACT,
     retention_ms=-1,
+    partitions=3,  # small and rarely written; read whole by every reader
 )
 MATCHER_EVENTS = Topic(
     name="packline.matcher.events",

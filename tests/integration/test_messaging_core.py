@@ -12,14 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import pytest
 from packline_contracts.envelope import Envelope, encode
 from packline_contracts.probes import ProbeSent
 from packline_contracts.topics import OPS_PROBES, Consumer, dead_letter_topic
-from packline_core import deadletters
+from packline_core import deadletters, migrations
 from packline_core.consumer import ConsumerSettings, MessageConsumer
 from packline_core.errors import Rejected
-from packline_core.outbox import Transaction
+from packline_core.outbox import OutboxRow, Transaction, write_rows
 from packline_core.service import Service
 
 from tests.conftest import CreateDatabase, Infrastructure, StartService
@@ -320,3 +321,57 @@ async def test_dead_letters_can_be_listed_and_redriven_once_the_fault_is_fixed(
     await eventually(applied, what="the re-driven probe to be applied")
     # The probes consumer had applied it the first time: the re-driven copy changes nothing there.
     assert await recorded(calendar, stuck) == 1
+
+
+async def test_outbox_rows_of_one_key_follow_commit_order(create_database: CreateDatabase) -> None:
+    url = await create_database("outbox")
+    setup = await asyncpg.connect(url)
+    await migrations.apply(setup, migrations.load("packline_core", "core"))
+    first, second = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        row = OutboxRow(uuid4(), "t", b"patient-1", b"{}", [])
+        late = OutboxRow(uuid4(), "t", b"patient-1", b"{}", [])
+        opened = first.transaction()
+        await opened.start()
+        await write_rows(first, [row])  # takes patient-1's lock until commit
+        blocked = asyncio.create_task(_write_in_transaction(second, late))
+
+        async def second_waits_for_the_lock() -> bool:
+            waiting = await setup.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            return bool(waiting == 1)
+
+        await eventually(second_waits_for_the_lock, what="the second writer to wait")
+        assert not blocked.done()
+        await opened.commit()
+        await blocked
+        ids = await setup.fetch("SELECT message_id FROM outbox ORDER BY id")
+        assert [r["message_id"] for r in ids] == [row.message_id, late.message_id]
+    finally:
+        for conn in (first, second, setup):
+            await conn.close()
+
+
+async def _write_in_transaction(conn: Any, row: OutboxRow) -> None:
+    async with conn.transaction():
+        await write_rows(conn, [row])
+
+
+async def test_one_relay_publishes_and_another_replica_takes_over(
+    start_service: StartService, create_database: CreateDatabase
+) -> None:
+    url = await create_database("calendar")
+    replicas = [await start_service("calendar", database_url=url) for _ in range(2)]
+
+    async def one_leader() -> Service | None:
+        leaders = [r for r in replicas if r.relay.is_leader]
+        return leaders[0] if len(leaders) == 1 else None
+
+    leader = await eventually(one_leader, what="exactly one active relay")
+    await leader.stop()
+    survivor = next(r for r in replicas if r is not leader)
+    await eventually(lambda: _positive(float(survivor.relay.is_leader)), what="a takeover")
+    async with survivor.transaction() as tx:
+        sent = tx.publish(probe("calendar")).payload
+    await eventually(lambda: recorded(survivor, sent), what="the survivor to publish and apply")

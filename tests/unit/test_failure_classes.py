@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncpg
 import pytest
 from aiokafka.errors import KafkaConnectionError, RequestTimedOutError, UnknownTopicOrPartitionError
-
 from packline_core.errors import Rejected, is_transient
 
 

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
         for name in created:
-            print(f"created topic {name} ({args.partitions} partitions)")
+            print(f"created topic {name}")
         if not created:
             print("all topics exist")
     elif args.command == "dead-letters":

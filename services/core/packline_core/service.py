@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -64,7 +65,10 @@ class Service:
             settings.kafka_bootstrap_servers,
             client_id,
             self.metrics,
-            RelaySettings(poll_interval=settings.outbox_poll_seconds),
+            RelaySettings(
+                poll_interval=settings.outbox_poll_seconds,
+                prune_after=timedelta(hours=settings.outbox_retention_hours),
+            ),
         )
         self.consumers: list[MessageConsumer] = []
         self.http = FastAPI(title=f"Packline {name}", lifespan=self._lifespan)

@@ -48,6 +48,9 @@ class ServiceSettings(BaseSettings):
         le=60,
         description="How often the relay looks for unsent rows when no commit woke it.",
     )
+    outbox_retention_hours: float = Field(
+        default=24, gt=0, description="How long sent outbox rows are kept before pruning."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     instance_id: str = Field(

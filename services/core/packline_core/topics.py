@@ -18,7 +18,8 @@ async def create_topics(
     topics: Iterable[Topic] = TOPICS,
     timeout_ms: int = 30_000,
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the names it created."""
+    """Create the topics that do not exist yet; return the names it created. ``partitions`` is
+    the default for topics whose registry entry does not set its own."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
     await admin.start()
     try:
@@ -26,7 +27,7 @@ async def create_topics(
         wanted = [
             NewTopic(
                 name=f"{prefix}{topic.name}",
-                num_partitions=partitions,
+                num_partitions=topic.partitions or partitions,
                 replication_factor=replication_factor,
                 topic_configs=topic.config(),
             )
