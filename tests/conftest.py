@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import asyncpg
 import pytest
+from packline_contracts.client import PacklineConsumer, PacklineProducer
+from packline_contracts.topics import Topic
 from packline_core.service import Service
 from packline_core.topics import create_topics
 
@@ -167,3 +169,40 @@ async def start_service(
     yield start
     for service in reversed(running):
         await service.stop()
+
+
+@pytest.fixture
+async def producer(
+    infrastructure: Infrastructure, topic_prefix: str
+) -> AsyncIterator[PacklineProducer]:
+    """Publishes as another team's service would (the contracts' client)."""
+    async with PacklineProducer(
+        infrastructure.kafka_bootstrap, producer="test-client", topic_prefix=topic_prefix
+    ) as client:
+        yield client
+
+
+ReadEvents = Callable[..., Awaitable[PacklineConsumer]]
+
+
+@pytest.fixture
+async def read_events(
+    infrastructure: Infrastructure, topic_prefix: str
+) -> AsyncIterator[ReadEvents]:
+    """Start a reader of some topics (from their beginning) in a consumer group of its own."""
+    readers: list[PacklineConsumer] = []
+
+    async def start(*topics: Topic) -> PacklineConsumer:
+        reader = PacklineConsumer(
+            infrastructure.kafka_bootstrap,
+            topics,
+            group_id=f"{topic_prefix}reader-{len(readers)}",
+            topic_prefix=topic_prefix,
+        )
+        await reader.__aenter__()
+        readers.append(reader)
+        return reader
+
+    yield start
+    for reader in readers:
+        await reader.__aexit__(None, None, None)

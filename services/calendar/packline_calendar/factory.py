@@ -1,6 +1,6 @@
 """Composition root of the calendar service: builds it from settings and registers what it does.
 
-Tests call :func: with their own settings; several services can run in one process.
+Tests call :func:`create_service` with their own settings; several services can run in one process.
 """
 
 from __future__ import annotations
@@ -10,6 +10,10 @@ from packline_core.probes import register_probes
 from packline_core.service import Service
 from packline_core.settings import load_settings
 
+from packline_calendar.catalogue import register_fees
+from packline_calendar.commands import register_commands
+from packline_calendar.http import register_http
+from packline_calendar.notes import register_package_notes
 from packline_calendar.settings import CalendarSettings
 
 NAME = "calendar"
@@ -19,4 +23,8 @@ def create_service(settings: CalendarSettings | None = None) -> Service:
     service = Service(NAME, settings or load_settings(CalendarSettings), "packline_calendar")
     register_health(service)
     register_probes(service)
+    register_commands(service.consumer("commands"))
+    register_package_notes(service.consumer("package-notes"))
+    register_fees(service.consumer("fees"))
+    register_http(service)
     return service

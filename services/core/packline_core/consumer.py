@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ log = structlog.get_logger(__name__)
 
 M = TypeVar("M", bound=Message)
 Handler = Callable[[Transaction, Envelope[Any]], Awaitable[None]]
+# Answers a command that could not even be decoded (its sender is waiting for an answer): gets the
+# raw JSON object, when the value was one, and the error.
+InvalidAnswer = Callable[[Transaction, dict[str, Any], InvalidMessage], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class MessageConsumer:
         self.settings = settings or ConsumerSettings()
         self.name = f"{spec.service}.{spec.name}"
         self.handlers: dict[type[Message], Handler] = {}
+        self.answer_invalid: InvalidAnswer | None = None
         self.dead_letters = DeadLetterPublisher(service, self.name)
         self._stopping = asyncio.Event()
         service.on_stopping(self._stop)
@@ -140,6 +145,7 @@ class MessageConsumer:
                 envelope = decode(record.value, record.headers, record.key)
             except InvalidMessage as error:
                 await self._dead_letter(record, f"invalid message: {error}", error, attempts=1)
+                await self._answer_invalid(record, error)
                 continue
             if type(envelope.payload) not in self.handlers:
                 metrics.ignored.labels(self.name, envelope.message_type).inc()
@@ -211,6 +217,31 @@ class MessageConsumer:
                 applied.append(item)
         for item in applied:  # counted once committed
             metrics.handled.labels(self.name, item.envelope.message_type).inc()
+
+    async def _answer_invalid(
+        self, record: ConsumerRecord[bytes, bytes], error: InvalidMessage
+    ) -> None:
+        if self.answer_invalid is None:
+            return
+        try:
+            outline = json.loads(record.value or b"")
+        except ValueError:
+            return
+        if not isinstance(outline, dict):
+            return
+        answer = self.answer_invalid
+        attempt = 0
+        while True:  # the answer is a write like any other: retried while the database is away
+            attempt += 1
+            try:
+                async with self.service.transaction() as tx:
+                    await answer(tx, outline, error)
+                return
+            except Exception as failure:
+                if not is_transient(failure):
+                    log.exception("could not answer an invalid command", consumer=self.name)
+                    return
+                await self._backoff(attempt)
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], reason: str, error: BaseException, attempts: int

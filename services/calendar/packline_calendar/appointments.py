@@ -1,0 +1,131 @@
+"""The calendar's SQL for appointments, its directory and its fees."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from packline_contracts.types import Appointment, AppointmentStatus, BookingSource, InvoiceLineRef
+from packline_core.db import Connection
+
+from packline_calendar.rules import HOLDS_TIME
+
+COLUMNS = (
+    "appointment_id, patient_id, practitioner_id, location_id, starts_at, duration_minutes,"
+    " fee_ids, status, source, invoice_id, line_id, version"
+)
+
+
+def to_appointment(row: asyncpg.Record) -> Appointment:
+    line = (
+        InvoiceLineRef(invoice_id=row["invoice_id"], line_id=row["line_id"])
+        if row["invoice_id"]
+        else None
+    )
+    return Appointment(
+        appointment_id=row["appointment_id"],
+        version=row["version"],
+        patient_id=row["patient_id"],
+        practitioner_id=row["practitioner_id"],
+        location_id=row["location_id"],
+        starts_at=row["starts_at"],
+        duration_minutes=row["duration_minutes"],
+        fee_ids=list(row["fee_ids"]),
+        status=AppointmentStatus(row["status"]),
+        source=BookingSource(row["source"]),
+        invoice_line=line,
+    )
+
+
+async def get(
+    conn: Connection, appointment_id: UUID, *, for_update: bool = False
+) -> Appointment | None:
+    row = await conn.fetchrow(
+        f"SELECT {COLUMNS} FROM appointments WHERE appointment_id = $1"
+        + (" FOR UPDATE" if for_update else ""),
+        appointment_id,
+    )
+    return to_appointment(row) if row else None
+
+
+async def insert(conn: Connection, appointment: Appointment, booked_by: str) -> None:
+    line = appointment.invoice_line
+    await conn.execute(
+        "INSERT INTO appointments (appointment_id, patient_id, practitioner_id, location_id,"
+        " starts_at, ends_at, duration_minutes, fee_ids, status, source, invoice_id, line_id,"
+        " version, booked_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        appointment.appointment_id,
+        appointment.patient_id,
+        appointment.practitioner_id,
+        appointment.location_id,
+        appointment.starts_at,
+        ends(appointment),
+        appointment.duration_minutes,
+        appointment.fee_ids,
+        appointment.status.value,
+        appointment.source.value,
+        line.invoice_id if line else None,
+        line.line_id if line else None,
+        appointment.version,
+        booked_by,
+    )
+
+
+async def update(conn: Connection, appointment: Appointment) -> None:
+    await conn.execute(
+        "UPDATE appointments SET practitioner_id = $2, location_id = $3, starts_at = $4,"
+        " ends_at = $5, duration_minutes = $6, fee_ids = $7, status = $8, version = $9,"
+        " updated_at = now() WHERE appointment_id = $1",
+        appointment.appointment_id,
+        appointment.practitioner_id,
+        appointment.location_id,
+        appointment.starts_at,
+        ends(appointment),
+        appointment.duration_minutes,
+        appointment.fee_ids,
+        appointment.status.value,
+        appointment.version,
+    )
+
+
+def ends(appointment: Appointment) -> datetime:
+    return appointment.starts_at + timedelta(minutes=appointment.duration_minutes)
+
+
+async def clashing(
+    conn: Connection,
+    practitioner_id: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    ignoring: UUID | None = None,
+) -> asyncpg.Record | None:
+    """The appointment holding the practitioner's time in that range, if any."""
+    return await conn.fetchrow(
+        "SELECT appointment_id, starts_at, ends_at FROM appointments"
+        " WHERE practitioner_id = $1 AND tstzrange(starts_at, ends_at) && tstzrange($2, $3)"
+        " AND status = ANY($4::text[]) AND appointment_id IS DISTINCT FROM $5"
+        " ORDER BY starts_at LIMIT 1",
+        practitioner_id,
+        starts_at,
+        ends_at,
+        [status.value for status in HOLDS_TIME],
+        ignoring,
+    )
+
+
+async def fee_durations(conn: Connection, fee_ids: list[str]) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT fee_id, duration_minutes FROM fees WHERE fee_id = ANY($1::text[])", fee_ids
+    )
+    return {row["fee_id"]: row["duration_minutes"] for row in rows}
+
+
+async def known(conn: Connection, table: str, column: str, value: str) -> bool:
+    assert (table, column) in {("practitioners", "practitioner_id"), ("locations", "location_id")}
+    return bool(await conn.fetchval(f"SELECT 1 FROM {table} WHERE {column} = $1", value))
+
+
+def as_json(appointment: Appointment) -> dict[str, Any]:
+    return appointment.model_dump(mode="json")

@@ -1,0 +1,110 @@
+"""The calendar's HTTP API for staff front ends: the appointment panel, a patient's appointments
+and Check Availability (R3)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from fastapi import HTTPException, Query
+from packline_core.service import Service
+from pydantic import AwareDatetime
+
+from packline_calendar import appointments
+
+
+def register_http(service: Service) -> None:
+    http = service.http
+
+    @http.get("/appointments/{appointment_id}", tags=["appointments"])
+    async def appointment_panel(appointment_id: UUID) -> dict[str, Any]:
+        """The appointment as the panel shows it, with the package it redeems (R4)."""
+        async with service.pool.acquire() as conn:
+            appointment = await appointments.get(conn, appointment_id)
+            if appointment is None:
+                raise HTTPException(404, f"no appointment {appointment_id}")
+            note = await conn.fetchrow(
+                "SELECT * FROM package_notes WHERE appointment_id = $1", appointment_id
+            )
+        return {**appointments.as_json(appointment), "package": package_note(note)}
+
+    @http.get("/patients/{patient_id}/appointments", tags=["appointments"])
+    async def patient_appointments(patient_id: str) -> list[dict[str, Any]]:
+        async with service.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {appointments.COLUMNS} FROM appointments WHERE patient_id = $1"
+                " AND status <> 'deleted' ORDER BY starts_at",
+                patient_id,
+            )
+            notes = await conn.fetch(
+                "SELECT * FROM package_notes WHERE appointment_id = ANY($1::uuid[])",
+                [row["appointment_id"] for row in rows],
+            )
+        by_id = {note["appointment_id"]: note for note in notes}
+        return [
+            {
+                **appointments.as_json(appointments.to_appointment(row)),
+                "package": package_note(by_id.get(row["appointment_id"])),
+            }
+            for row in rows
+        ]
+
+    @http.get("/availability", tags=["appointments"])
+    async def check_availability(
+        practitioner_id: str,
+        starts_at: AwareDatetime,
+        duration_minutes: int = Query(gt=0, le=1440),
+        ignoring: UUID | None = None,
+    ) -> dict[str, Any]:
+        """Check Availability: is the practitioner free for that time? Answers the clashing
+        appointment when not. (Saving can still lose a race; the booking's answer is final.)"""
+        ends_at = starts_at + timedelta(minutes=duration_minutes)
+        async with service.pool.acquire() as conn:
+            if not await appointments.known(
+                conn, "practitioners", "practitioner_id", practitioner_id
+            ):
+                raise HTTPException(404, f"unknown practitioner {practitioner_id}")
+            clash = await appointments.clashing(conn, practitioner_id, starts_at, ends_at, ignoring)
+        if clash is None:
+            return {
+                "available": True,
+                "practitioner_id": practitioner_id,
+                "starts_at": starts_at,
+                "ends_at": ends_at,
+            }
+        return {
+            "available": False,
+            "practitioner_id": practitioner_id,
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+            "clash": {
+                "appointment_id": clash["appointment_id"],
+                "starts_at": clash["starts_at"],
+                "ends_at": clash["ends_at"],
+            },
+        }
+
+
+def package_note(note: Any) -> dict[str, Any] | None:
+    """The panel's package note: only while the appointment redeems (or forfeited) a line."""
+    if note is None or note["state"] == "unlinked":
+        return None
+    balance = json.loads(note["balance"])
+    text = (
+        f"{note['package_name']}: session {note['session_number']} of {balance['total']},"
+        f" {balance['remaining']} left"
+        if note["state"] == "linked"
+        else f"{note['package_name']}: session forfeited ({note['detail']})"
+    )
+    return {
+        "state": note["state"],
+        "invoice_id": note["invoice_id"],
+        "line_id": note["line_id"],
+        "package_id": note["package_id"],
+        "package_name": note["package_name"],
+        "session_number": note["session_number"],
+        "balance": balance,
+        "text": text,
+    }

@@ -1,0 +1,69 @@
+"""The calendar's rules, without I/O: what a booking or a change must satisfy before it is tried
+against the database (which alone decides availability)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from packline_contracts.appointments import RefusalCode
+from packline_contracts.types import AppointmentStatus, BookingSource, InvoiceLineRef
+
+# An appointment in one of these states holds its practitioner's time.
+HOLDS_TIME = (
+    AppointmentStatus.BOOKED,
+    AppointmentStatus.ARRIVED,
+    AppointmentStatus.COMPLETED,
+    AppointmentStatus.NO_SHOW,
+)
+# Only these can be moved, changed or cancelled.
+CHANGEABLE = (AppointmentStatus.BOOKED, AppointmentStatus.ARRIVED)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: RefusalCode
+    reason: str
+
+
+def check_booking(
+    *,
+    starts_at: datetime,
+    requested_at: datetime,
+    fee_ids: list[str],
+    known_fees: dict[str, int],
+    source: BookingSource,
+    invoice_line: InvoiceLineRef | None,
+) -> Refusal | None:
+    """Why a booking cannot be made, or None. ``requested_at`` is when the command was sent,
+    so replaying it later decides the same way."""
+    if starts_at <= requested_at:
+        return Refusal(RefusalCode.IN_THE_PAST, f"{starts_at:%a %d %b %Y %H:%M} is in the past")
+    unknown = [fee for fee in fee_ids if fee not in known_fees]
+    if unknown:
+        return Refusal(RefusalCode.UNKNOWN_FEE, f"unknown fee(s): {', '.join(unknown)}")
+    if (source == BookingSource.INVOICE) != (invoice_line is not None):
+        return Refusal(
+            RefusalCode.INVALID, "an invoice line is given exactly when the source is 'invoice'"
+        )
+    return None
+
+
+def default_duration(fee_ids: list[str], known_fees: dict[str, int]) -> int:
+    """R3: without a duration, the appointment lasts as long as its first fee."""
+    return known_fees[fee_ids[0]]
+
+
+def check_changeable(status: AppointmentStatus, action: str) -> Refusal | None:
+    if status not in CHANGEABLE:
+        return Refusal(
+            RefusalCode.NOT_CHANGEABLE, f"cannot {action} an appointment that is {status.value}"
+        )
+    return None
+
+
+def clash_reason(practitioner: str, starts_at: datetime, ends_at: datetime) -> str:
+    return (
+        f"{practitioner} is already booked from {starts_at:%H:%M} to {ends_at:%H:%M}"
+        f" on {starts_at:%a %d %b %Y}"
+    )
