@@ -118,3 +118,38 @@ def line_event(
     if linked:
         return LineLinked(**common, appointment_version=1, session_number=session, rule="test")
     return LineUnlinked(**common, reason=UnlinkReason.UNASSIGNED_BY_STAFF)
+
+
+def package(
+    package_id: str = "massage-5x60",
+    *,
+    count: int = 5,
+    practitioners: list[str] | None = None,
+    locations: list[str] | None = None,
+    days: int = 90,
+    pay_before_use: bool = False,
+    price_cents: int = 40000,
+) -> Any:
+    from packline_contracts.catalogue import DefinePackage
+    from packline_contracts.types import PackageItem, Validity
+
+    return DefinePackage(
+        package_id=package_id,
+        name=f"{count} x 60-min massage",
+        items=[PackageItem(fee_id=MASSAGE_60, count=count)],
+        practitioners=Restriction(ids=practitioners),
+        locations=Restriction(ids=locations),
+        validity=Validity(days=days),
+        price_cents=price_cents,
+        currency="EUR",
+        pay_before_use=pay_before_use,
+    )
+
+
+def fee_commands() -> list[Message]:
+    """The fees as invoicing's catalogue commands (invoicing republishes them for the calendar)."""
+    from packline_contracts.catalogue import DefineFee
+
+    return [
+        DefineFee(**message.model_dump()) for message in SETUP if isinstance(message, FeeDefined)
+    ]

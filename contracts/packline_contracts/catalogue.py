@@ -1,6 +1,9 @@
 """The clinic's catalogue: fees and packages (owned by invoicing), practitioners and locations
 (owned by calendar). Defining one again replaces it; the ``...Defined`` events live on compacted
-topics keyed by the thing's id, so reading such a topic from the start rebuilds the catalogue."""
+topics keyed by the thing's id, so reading such a topic from the start rebuilds the catalogue.
+
+The ``Define...`` commands of one catalogue all share one key, so they are applied in the order
+they were sent: a package defined right after its fees always finds them."""
 
 from __future__ import annotations
 
@@ -43,11 +46,18 @@ class Fee(Message):
         return self.fee_id
 
 
+INVOICING_CATALOGUE_KEY = "invoicing-catalogue"
+CALENDAR_DIRECTORY_KEY = "calendar-directory"
+
+
 class DefineFee(Fee):
     """Create or replace a fee."""
 
     TOPIC = INVOICING_COMMANDS
     KIND: ClassVar[Kind] = "command"
+
+    def kafka_key(self) -> str:
+        return INVOICING_CATALOGUE_KEY
 
 
 class FeeDefined(Fee):
@@ -82,6 +92,9 @@ class DefinePackage(Package):
     TOPIC = INVOICING_COMMANDS
     KIND: ClassVar[Kind] = "command"
 
+    def kafka_key(self) -> str:
+        return INVOICING_CATALOGUE_KEY
+
 
 class PackageDefined(Package):
     """A package as it is now defined."""
@@ -104,6 +117,9 @@ class DefinePractitioner(Practitioner):
     TOPIC = CALENDAR_COMMANDS
     KIND: ClassVar[Kind] = "command"
 
+    def kafka_key(self) -> str:
+        return CALENDAR_DIRECTORY_KEY
+
 
 class PractitionerDefined(Practitioner):
     TOPIC = CALENDAR_DIRECTORY
@@ -123,6 +139,9 @@ class DefineLocation(Location):
 
     TOPIC = CALENDAR_COMMANDS
     KIND: ClassVar[Kind] = "command"
+
+    def kafka_key(self) -> str:
+        return CALENDAR_DIRECTORY_KEY
 
 
 class LocationDefined(Location):

@@ -330,6 +330,12 @@ EXAMPLES: dict[str, Message] = {
             code=i.LinkRefusalCode.LINE_TAKEN,
             reason="Line 2 already redeems another appointment",
         ),
+        i.InvoiceCommandRefused(
+            patient_id=PATIENT,
+            invoice_id=INVOICE,
+            command_type="RecordPayment",
+            reason="no package invoice 7f1c... of this patient",
+        ),
         i.LineBookingRequested(
             **LINE_EVENT,
             line=OPEN_LINE.model_copy(update={"status": i.LineStatus.BOOKING_REQUESTED}),

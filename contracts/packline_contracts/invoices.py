@@ -273,6 +273,15 @@ class LinkRefused(InvoiceEvent):
     reason: Reason
 
 
+class InvoiceCommandRefused(InvoiceEvent):
+    """A purchase, payment, void, refund, unlink or unassign that could not be applied, and why
+    (e.g. unknown package or invoice, a line of another patient)."""
+
+    command_type: str
+    reason: Reason
+    line_id: UUID | None = None
+
+
 class LineBookingRequested(LineEvent):
     """R3: staff saved a line with "Add appointment: Yes"; the calendar was asked to book."""
 

@@ -37,7 +37,7 @@ class Topic:
 
 CALENDAR_COMMANDS = Topic(
     name="packline.calendar.commands",
-    key="patient id",
+    key="patient id (directory commands: calendar-directory)",
     purpose="Book, reschedule, change, cancel or delete an appointment (staff, online, invoicing).",
     owner="calendar",
 )
@@ -49,7 +49,7 @@ CALENDAR_EVENTS = Topic(
 )
 INVOICING_COMMANDS = Topic(
     name="packline.invoicing.commands",
-    key="patient id",
+    key="patient id (catalogue commands: invoicing-catalogue)",
     purpose="Purchases, payments, voids, line edits, and the matcher's link / unlink commands.",
     owner="invoicing",
 )

@@ -131,9 +131,10 @@ def test_wrap_links_causation_and_correlation() -> None:
 
 
 def test_catalogue_messages_are_keyed_by_the_thing_they_define() -> None:
-    envelope = example_envelope("DefinePackage")
+    envelope = example_envelope("PackageDefined")
     assert envelope.patient_id is None
     assert encode(envelope).key == b"massage-5x60"
+    assert encode(example_envelope("DefinePackage")).key == b"invoicing-catalogue"
 
 
 def test_value_rules() -> None:

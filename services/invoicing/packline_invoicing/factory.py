@@ -1,6 +1,6 @@
 """Composition root of the invoicing service: builds it from settings and registers what it does.
 
-Tests call :func: with their own settings; several services can run in one process.
+Tests call :func:`create_service` with their own settings; several services can run in one process.
 """
 
 from __future__ import annotations
@@ -10,13 +10,21 @@ from packline_core.probes import register_probes
 from packline_core.service import Service
 from packline_core.settings import load_settings
 
+from packline_invoicing.booking import register_booking, register_booking_results
+from packline_invoicing.commands import register_commands
+from packline_invoicing.http import register_http
 from packline_invoicing.settings import InvoicingSettings
 
 NAME = "invoicing"
 
 
 def create_service(settings: InvoicingSettings | None = None) -> Service:
-    service = Service(NAME, settings or load_settings(InvoicingSettings), "packline_invoicing")
+    settings = settings or load_settings(InvoicingSettings)
+    service = Service(NAME, settings, "packline_invoicing")
     register_health(service)
     register_probes(service)
+    register_commands(service.consumer("commands"))
+    register_booking_results(service.consumer("booking-results"))
+    register_http(service)
+    register_booking(service, settings.calendar_url)
     return service

@@ -13,3 +13,8 @@ class InvoicingSettings(ServiceSettings):
         description="The invoicing service's own PostgreSQL database.",
     )
     http_port: int = Field(default=8082, ge=0, le=65535)
+    calendar_url: str = Field(
+        default="http://127.0.0.1:8081",
+        pattern=r"^https?://",
+        description="The calendar's HTTP API, asked for Check Availability (R3).",
+    )

@@ -1,0 +1,446 @@
+"""Invoicing's command handlers: the catalogue, purchases, payments, voids and refunds, and the
+matcher's link and unlink commands — each checked against the invoice as it is now."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from packline_contracts.catalogue import (
+    DefineFee,
+    DefinePackage,
+    FeeDefined,
+    Package,
+    PackageDefined,
+)
+from packline_contracts.envelope import Envelope
+from packline_contracts.ids import derived_id
+from packline_contracts.invoices import (
+    InvoiceCommand,
+    InvoiceCommandRefused,
+    InvoiceStatus,
+    IssuePackageInvoice,
+    LineForfeited,
+    LineLinked,
+    LineStatus,
+    LineUnlinked,
+    LinkAppointment,
+    LinkRefusalCode,
+    LinkRefused,
+    PackageInvoiceIssued,
+    PackageInvoiceRefunded,
+    PackageInvoiceVoided,
+    PaymentRecorded,
+    RecordPayment,
+    RefundPackageInvoice,
+    UnassignInvoiceLine,
+    UnlinkAppointment,
+    UnlinkReason,
+    VoidPackageInvoice,
+)
+from packline_contracts.types import Appointment
+from packline_core.consumer import MessageConsumer
+from packline_core.errors import Rejected
+from packline_core.outbox import Transaction
+
+from packline_invoicing import invoices, rules
+
+
+def register_commands(consumer: MessageConsumer) -> None:
+    consumer.handles(DefineFee)(define_fee)
+    consumer.handles(DefinePackage)(define_package)
+    consumer.handles(IssuePackageInvoice)(issue_package_invoice)
+    consumer.handles(RecordPayment)(record_payment)
+    consumer.handles(VoidPackageInvoice)(void)
+    consumer.handles(RefundPackageInvoice)(refund)
+    consumer.handles(LinkAppointment)(link)
+    consumer.handles(UnlinkAppointment)(unlink)
+    consumer.handles(UnassignInvoiceLine)(unassign_invoice_line)
+
+
+async def issue_package_invoice(tx: Transaction, envelope: Envelope[IssuePackageInvoice]) -> None:
+    await issue(tx, envelope.payload)
+
+
+async def unassign_invoice_line(tx: Transaction, envelope: Envelope[UnassignInvoiceLine]) -> None:
+    await unassign(tx, envelope.payload)
+
+
+def refuse(
+    tx: Transaction, command: InvoiceCommand, reason: str, line_id: UUID | None = None
+) -> None:
+    tx.publish(
+        InvoiceCommandRefused(
+            patient_id=command.patient_id,
+            invoice_id=command.invoice_id,
+            command_type=command.MESSAGE_TYPE,
+            reason=reason,
+            line_id=line_id,
+        )
+    )
+
+
+# --- catalogue --------------------------------------------------------------------------------
+
+
+async def define_fee(tx: Transaction, envelope: Envelope[DefineFee]) -> None:
+    fee = envelope.payload
+    await tx.conn.execute(
+        "INSERT INTO fees (fee_id, name, duration_minutes, price_cents, currency)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (fee_id) DO UPDATE SET name = $2,"
+        " duration_minutes = $3, price_cents = $4, currency = $5, updated_at = now()",
+        fee.fee_id,
+        fee.name,
+        fee.duration_minutes,
+        fee.price_cents,
+        fee.currency,
+    )
+    tx.publish(FeeDefined(**fee.model_dump()))
+
+
+async def define_package(tx: Transaction, envelope: Envelope[DefinePackage]) -> None:
+    package = envelope.payload
+    fee_ids = [item.fee_id for item in package.items]
+    known = await tx.conn.fetch("SELECT fee_id FROM fees WHERE fee_id = ANY($1::text[])", fee_ids)
+    unknown = set(fee_ids) - {row["fee_id"] for row in known}
+    if unknown:
+        # A catalogue command has no patient to answer: the reason goes to the dead letters.
+        raise Rejected(f"package {package.package_id} names unknown fee(s): {sorted(unknown)}")
+    terms = Package.model_validate(package.model_dump()).model_dump_json()
+    await tx.conn.execute(
+        "INSERT INTO packages (package_id, terms) VALUES ($1, $2)"
+        " ON CONFLICT (package_id) DO UPDATE SET terms = $2, updated_at = now()",
+        package.package_id,
+        terms,
+    )
+    tx.publish(PackageDefined(**package.model_dump()))
+
+
+# --- purchase and money -----------------------------------------------------------------------
+
+
+async def issue(tx: Transaction, command: IssuePackageInvoice) -> bool:
+    """R2: one line per session, restrictions from the package or chosen at sale."""
+    if await invoices.get_invoice(tx.conn, command.invoice_id) is not None:
+        return True  # issued before (a retried purchase): answered then
+    terms = await tx.conn.fetchval(
+        "SELECT terms FROM packages WHERE package_id = $1", command.package_id
+    )
+    if terms is None:
+        refuse(tx, command, f"unknown package {command.package_id}")
+        return False
+    package = Package.model_validate_json(terms)
+    practitioners = command.practitioners or package.practitioners
+    locations = command.locations or package.locations
+    issued_on = command.issued_at.date()
+    until = rules.valid_until(package, issued_on)
+    await tx.conn.execute(
+        "INSERT INTO package_invoices (invoice_id, patient_id, package_id, package_name, channel,"
+        " issued_at, issued_by, status, price_cents, currency, pay_before_use,"
+        " late_cancel_policy) VALUES ($1, $2, $3, $4, $5, $6, $7, 'issued', $8, $9, $10, $11)",
+        command.invoice_id,
+        command.patient_id,
+        package.package_id,
+        package.name,
+        command.channel.value,
+        command.issued_at,
+        command.issued_by,
+        package.price_cents,
+        package.currency,
+        package.pay_before_use,
+        package.late_cancel_policy.model_dump_json() if package.late_cancel_policy else None,
+    )
+    rows = []
+    number = 0
+    for item in package.items:
+        for _ in range(item.count):
+            number += 1
+            rows.append(
+                (
+                    derived_id("line", command.invoice_id, number),
+                    command.invoice_id,
+                    number,
+                    command.patient_id,
+                    item.fee_id,
+                    practitioners.ids,
+                    locations.ids,
+                    issued_on,
+                    until,
+                )
+            )
+    await tx.conn.executemany(
+        "INSERT INTO invoice_lines (line_id, invoice_id, line_number, patient_id, fee_id,"
+        " practitioner_ids, location_ids, valid_from, valid_until, status, version)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', 1)",
+        rows,
+    )
+    tx.publish(
+        PackageInvoiceIssued(
+            patient_id=command.patient_id,
+            invoice_id=command.invoice_id,
+            invoice=await invoices.snapshot(tx.conn, command.invoice_id),
+        )
+    )
+    return True
+
+
+async def invoice_of(tx: Transaction, command: InvoiceCommand) -> asyncpg.Record | None:
+    invoice = await invoices.get_invoice(tx.conn, command.invoice_id, for_update=True)
+    if invoice is None or invoice["patient_id"] != command.patient_id:
+        refuse(tx, command, f"no package invoice {command.invoice_id} of this patient")
+        return None
+    return invoice
+
+
+async def record_payment(tx: Transaction, envelope: Envelope[RecordPayment]) -> None:
+    command = envelope.payload
+    invoice = await invoice_of(tx, command)
+    if invoice is None:
+        return
+    if invoice["status"] in ("void", "refunded"):
+        return refuse(tx, command, f"the invoice is {invoice['status']}")
+    inserted = await tx.conn.fetchval(
+        "INSERT INTO payments (payment_id, invoice_id, amount_cents, paid_at, recorded_by)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (payment_id) DO NOTHING RETURNING 1",
+        command.payment_id,
+        command.invoice_id,
+        command.amount_cents,
+        command.paid_at,
+        command.recorded_by,
+    )
+    if not inserted:
+        return  # this payment was recorded before
+    paid = invoice["paid_cents"] + command.amount_cents
+    status = InvoiceStatus.PAID if paid >= invoice["price_cents"] else InvoiceStatus.ISSUED
+    await tx.conn.execute(
+        "UPDATE package_invoices SET paid_cents = $2, status = $3 WHERE invoice_id = $1",
+        command.invoice_id,
+        paid,
+        status.value,
+    )
+    tx.publish(
+        PaymentRecorded(
+            patient_id=command.patient_id,
+            invoice_id=command.invoice_id,
+            payment_id=command.payment_id,
+            amount_cents=command.amount_cents,
+            paid_cents=paid,
+            status=status,
+            redeemable=rules.redeemable(
+                status, invoice["pay_before_use"], paid, invoice["price_cents"]
+            ),
+            balance=await invoices.balance(tx.conn, command.invoice_id),
+        )
+    )
+
+
+async def void(tx: Transaction, envelope: Envelope[VoidPackageInvoice]) -> None:
+    command = envelope.payload
+    invoice = await invoice_of(tx, command)
+    if invoice is None:
+        return
+    if invoice["status"] in ("void", "refunded"):
+        return refuse(tx, command, f"the invoice is already {invoice['status']}")
+    await tx.conn.execute(
+        "UPDATE package_invoices SET status = 'void' WHERE invoice_id = $1", command.invoice_id
+    )
+    await release_all(tx, command.invoice_id)
+    tx.publish(
+        PackageInvoiceVoided(
+            patient_id=command.patient_id,
+            invoice_id=command.invoice_id,
+            voided_by=command.voided_by,
+            reason=command.reason,
+            balance=await invoices.balance(tx.conn, command.invoice_id),
+        )
+    )
+
+
+async def refund(tx: Transaction, envelope: Envelope[RefundPackageInvoice]) -> None:
+    command = envelope.payload
+    invoice = await invoice_of(tx, command)
+    if invoice is None:
+        return
+    refunded = invoice["refunded_cents"] + command.amount_cents
+    if refunded > invoice["paid_cents"]:
+        return refuse(
+            tx,
+            command,
+            f"only {invoice['paid_cents'] - invoice['refunded_cents']} cents are left to refund",
+        )
+    inserted = await tx.conn.fetchval(
+        "INSERT INTO refunds (refund_id, invoice_id, amount_cents, reason, refunded_by)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (refund_id) DO NOTHING RETURNING 1",
+        command.refund_id,
+        command.invoice_id,
+        command.amount_cents,
+        command.reason,
+        command.refunded_by,
+    )
+    if not inserted:
+        return
+    full = refunded >= invoice["price_cents"]
+    status = InvoiceStatus.REFUNDED if full else InvoiceStatus(invoice["status"])
+    await tx.conn.execute(
+        "UPDATE package_invoices SET refunded_cents = $2, status = $3 WHERE invoice_id = $1",
+        command.invoice_id,
+        refunded,
+        status.value,
+    )
+    if full:
+        await release_all(tx, command.invoice_id)
+    tx.publish(
+        PackageInvoiceRefunded(
+            patient_id=command.patient_id,
+            invoice_id=command.invoice_id,
+            refund_id=command.refund_id,
+            amount_cents=command.amount_cents,
+            refunded_cents=refunded,
+            status=status,
+            redeemable=rules.redeemable(
+                status, invoice["pay_before_use"], invoice["paid_cents"], invoice["price_cents"]
+            ),
+            balance=await invoices.balance(tx.conn, command.invoice_id),
+        )
+    )
+
+
+async def release_all(tx: Transaction, invoice_id: UUID) -> None:
+    """R13: every line holding an appointment is released; the appointments stay booked."""
+    for line in await invoices.lines_of(tx.conn, invoice_id):
+        if line["status"] in (LineStatus.LINKED.value, LineStatus.BOOKING_REQUESTED.value):
+            await release(tx, line, UnlinkReason.INVOICE_VOIDED)
+
+
+# --- links ------------------------------------------------------------------------------------
+
+
+async def link(tx: Transaction, envelope: Envelope[LinkAppointment]) -> None:
+    command = envelope.payload
+    await apply_link(tx, command.invoice_id, command.line_id, command.appointment, command.rule)
+
+
+async def apply_link(
+    tx: Transaction, invoice_id: UUID, line_id: UUID, appointment: Appointment, rule: str
+) -> bool:
+    """Link if the line can take the appointment now; otherwise publish LinkRefused."""
+
+    def refused(code: LinkRefusalCode, reason: str) -> bool:
+        tx.publish(
+            LinkRefused(
+                patient_id=appointment.patient_id,
+                invoice_id=invoice_id,
+                line_id=line_id,
+                appointment_id=appointment.appointment_id,
+                appointment_version=appointment.version,
+                code=code,
+                reason=reason,
+            )
+        )
+        return False
+
+    # Locking the line serialises every link racing for it (I8): the losers see it taken.
+    row = await invoices.get_line(tx.conn, line_id, for_update=True)
+    if row is None or row["invoice_id"] != invoice_id:
+        return refused(LinkRefusalCode.UNKNOWN_LINE, f"no line {line_id} on invoice {invoice_id}")
+    invoice = await invoices.get_invoice(tx.conn, invoice_id)
+    assert invoice is not None
+    problem = rules.link_refusal(
+        invoices.line_state(row), appointment, invoices.is_redeemable(invoice)
+    )
+    if problem:
+        return refused(*problem)
+    try:
+        async with tx.conn.transaction():  # savepoint: I1 is the unique index's to enforce
+            await tx.conn.execute(
+                "UPDATE invoice_lines SET status = 'linked', appointment_id = $2,"
+                " appointment_starts_at = $3, appointment_version = $4, note = NULL,"
+                " version = version + 1 WHERE line_id = $1",
+                line_id,
+                appointment.appointment_id,
+                appointment.starts_at,
+                appointment.version,
+            )
+    except asyncpg.UniqueViolationError:
+        return refused(
+            LinkRefusalCode.APPOINTMENT_ALREADY_LINKED, "the appointment redeems another line"
+        )
+    tx.publish(
+        await invoices.line_event(
+            tx.conn,
+            LineLinked,
+            line_id,
+            appointment_id=appointment.appointment_id,
+            appointment_version=appointment.version,
+            link_version=await invoices.next_link_version(tx.conn, appointment.appointment_id),
+            session_number=row["line_number"],
+            rule=rule,
+        )
+    )
+    return True
+
+
+async def release(
+    tx: Transaction, line: Any, reason: UnlinkReason, *, forfeit_reason: str | None = None
+) -> None:
+    """Free a line (or, under the late-cancel policy, mark its session used) and say so."""
+    appointment_id = line["appointment_id"]
+    if forfeit_reason:
+        await tx.conn.execute(
+            "UPDATE invoice_lines SET status = 'forfeited', version = version + 1"
+            " WHERE line_id = $1",
+            line["line_id"],
+        )
+        event_type: Any = LineForfeited
+        detail: dict[str, Any] = {"reason": forfeit_reason}
+    else:
+        await tx.conn.execute(
+            "UPDATE invoice_lines SET status = 'open', appointment_id = NULL,"
+            " appointment_starts_at = NULL, appointment_version = NULL, version = version + 1"
+            " WHERE line_id = $1",
+            line["line_id"],
+        )
+        event_type, detail = LineUnlinked, {"reason": reason}
+    tx.publish(
+        await invoices.line_event(
+            tx.conn,
+            event_type,
+            line["line_id"],
+            appointment_id=appointment_id,
+            link_version=await invoices.next_link_version(tx.conn, appointment_id),
+            **detail,
+        )
+    )
+
+
+async def unlink(tx: Transaction, envelope: Envelope[UnlinkAppointment]) -> None:
+    command = envelope.payload
+    line = await invoices.get_line(tx.conn, command.line_id, for_update=True)
+    if line is None or line["invoice_id"] != command.invoice_id:
+        return refuse(tx, command, f"no line {command.line_id} on this invoice", command.line_id)
+    if line["appointment_id"] != command.appointment_id or line["status"] != "linked":
+        return refuse(tx, command, "the line does not hold that appointment", command.line_id)
+    forfeit = None
+    if command.forfeit:
+        forfeit = (
+            "a no-show" if command.reason != UnlinkReason.CANCELLED else "a late cancellation"
+        ) + " under the package's policy"
+    await release(tx, line, command.reason, forfeit_reason=forfeit)
+
+
+async def unassign(tx: Transaction, command: UnassignInvoiceLine) -> bool:
+    """R8: staff unlink an appointment from a line; the line is free again."""
+    line = await invoices.get_line(tx.conn, command.line_id, for_update=True)
+    if (
+        line is None
+        or line["invoice_id"] != command.invoice_id
+        or line["patient_id"] != command.patient_id
+    ):
+        refuse(tx, command, f"no line {command.line_id} on this patient's invoice", command.line_id)
+        return False
+    if line["status"] != "linked":
+        refuse(tx, command, f"the line is {line['status']}, not linked", command.line_id)
+        return False
+    await release(tx, line, UnlinkReason.UNASSIGNED_BY_STAFF)
+    return True

@@ -1,0 +1,89 @@
+"""Invoicing's HTTP API for staff: sell a package, and read package invoices with their lines
+("booked appointment date or Unassigned") and balances (R14)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from fastapi import HTTPException
+from packline_contracts.invoices import IssuePackageInvoice, PackageInvoice, PurchaseChannel
+from packline_contracts.types import Restriction
+from packline_core.service import Service
+from pydantic import BaseModel, Field
+
+from packline_invoicing import commands, invoices
+
+
+class Sale(BaseModel):
+    """Staff sell a package to a patient (R2)."""
+
+    patient_id: str = Field(min_length=1, max_length=64)
+    package_id: str = Field(min_length=1, max_length=64)
+    issued_by: str = Field(min_length=1)
+    invoice_id: UUID = Field(default_factory=uuid4, description="Send your own to retry safely.")
+    practitioners: Restriction | None = None
+    locations: Restriction | None = None
+
+
+def register_http(service: Service) -> None:
+    http = service.http
+
+    @http.post("/invoices", status_code=201, tags=["package invoices"])
+    async def sell_package(sale: Sale) -> dict[str, Any]:
+        command = IssuePackageInvoice(
+            patient_id=sale.patient_id,
+            invoice_id=sale.invoice_id,
+            package_id=sale.package_id,
+            channel=PurchaseChannel.STAFF,
+            issued_by=sale.issued_by,
+            issued_at=datetime.now(UTC),
+            practitioners=sale.practitioners,
+            locations=sale.locations,
+        )
+        async with service.transaction() as tx:
+            if not await commands.issue(tx, command):
+                raise HTTPException(422, f"unknown package {sale.package_id}")
+            invoice = await invoices.snapshot(tx.conn, sale.invoice_id)
+        return shown(invoice)
+
+    @http.get("/invoices/{invoice_id}", tags=["package invoices"])
+    async def package_invoice(invoice_id: UUID) -> dict[str, Any]:
+        async with service.pool.acquire() as conn:
+            if await invoices.get_invoice(conn, invoice_id) is None:
+                raise HTTPException(404, f"no package invoice {invoice_id}")
+            invoice = await invoices.snapshot(conn, invoice_id)
+            notes = {
+                row["line_id"]: row["note"] for row in await invoices.lines_of(conn, invoice_id)
+            }
+        return shown(invoice, notes)
+
+    @http.get("/patients/{patient_id}/invoices", tags=["package invoices"])
+    async def patient_invoices(patient_id: str) -> list[dict[str, Any]]:
+        async with service.pool.acquire() as conn:
+            ids = await conn.fetch(
+                "SELECT invoice_id FROM package_invoices WHERE patient_id = $1 ORDER BY issued_at",
+                patient_id,
+            )
+            return [shown(await invoices.snapshot(conn, row["invoice_id"])) for row in ids]
+
+
+def shown(invoice: PackageInvoice, notes: dict[UUID, str | None] | None = None) -> dict[str, Any]:
+    """The invoice as staff see it: each line with its appointment date or "Unassigned"."""
+    body = invoice.model_dump(mode="json")
+    for line, raw in zip(body["lines"], invoice.lines, strict=True):
+        starts = raw.appointment_starts_at
+        line["shows"] = (
+            "Unassigned"
+            if raw.status.value == "open"
+            else f"{raw.status.value.replace('_', ' ')}: {starts:%a %d %b %Y %H:%M}"
+            if starts
+            else raw.status.value
+        )
+        line["note"] = (notes or {}).get(raw.line_id)
+    b = invoice.balance
+    body["balance_text"] = f"{b.remaining} of {b.total} left" + (
+        f", expires {b.expires_on:%d %B %Y}" if b.expires_on else ""
+    )
+    return body

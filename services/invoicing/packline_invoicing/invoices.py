@@ -1,0 +1,168 @@
+"""Invoicing's SQL: package invoices and their lines, as rows and as the contracts' snapshots."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from packline_contracts.invoices import (
+    InvoiceLine,
+    InvoiceStatus,
+    LineEvent,
+    LineStatus,
+    PackageInvoice,
+    PurchaseChannel,
+)
+from packline_contracts.types import Balance, LateCancelPolicy, Restriction
+from packline_core.db import Connection
+
+from packline_invoicing import rules
+
+LINE_COLUMNS = (
+    "line_id, invoice_id, line_number, patient_id, fee_id, practitioner_ids, location_ids,"
+    " valid_from, valid_until, status, appointment_id, appointment_starts_at,"
+    " appointment_version, note, version"
+)
+
+
+def line_state(row: asyncpg.Record) -> rules.LineState:
+    return rules.LineState(
+        line_id=row["line_id"],
+        invoice_id=row["invoice_id"],
+        patient_id=row["patient_id"],
+        fee_id=row["fee_id"],
+        practitioner_ids=row["practitioner_ids"],
+        location_ids=row["location_ids"],
+        valid_from=row["valid_from"],
+        valid_until=row["valid_until"],
+        status=LineStatus(row["status"]),
+        appointment_id=row["appointment_id"],
+        appointment_starts_at=row["appointment_starts_at"],
+    )
+
+
+def to_line(row: asyncpg.Record) -> InvoiceLine:
+    return InvoiceLine(
+        line_id=row["line_id"],
+        line_number=row["line_number"],
+        fee_id=row["fee_id"],
+        practitioners=Restriction(ids=row["practitioner_ids"]),
+        locations=Restriction(ids=row["location_ids"]),
+        valid_from=row["valid_from"],
+        valid_until=row["valid_until"],
+        status=LineStatus(row["status"]),
+        appointment_id=row["appointment_id"],
+        appointment_starts_at=row["appointment_starts_at"],
+        version=row["version"],
+    )
+
+
+async def get_invoice(
+    conn: Connection, invoice_id: UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM package_invoices WHERE invoice_id = $1"
+        + (" FOR UPDATE" if for_update else ""),
+        invoice_id,
+    )
+
+
+async def get_line(
+    conn: Connection, line_id: UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {LINE_COLUMNS} FROM invoice_lines WHERE line_id = $1"
+        + (" FOR UPDATE" if for_update else ""),
+        line_id,
+    )
+
+
+async def lines_of(conn: Connection, invoice_id: UUID) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            f"SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id = $1 ORDER BY line_number",
+            invoice_id,
+        )
+    )
+
+
+def is_redeemable(invoice: asyncpg.Record) -> bool:
+    return rules.redeemable(
+        InvoiceStatus(invoice["status"]),
+        invoice["pay_before_use"],
+        invoice["paid_cents"],
+        invoice["price_cents"],
+    )
+
+
+def balance_of(lines: list[asyncpg.Record]) -> Balance:
+    expires = max((row["valid_until"] for row in lines), default=None)
+    return rules.balance(
+        [(LineStatus(row["status"]), row["appointment_starts_at"]) for row in lines],
+        datetime.now(UTC),
+        expires,
+    )
+
+
+async def balance(conn: Connection, invoice_id: UUID) -> Balance:
+    return balance_of(await lines_of(conn, invoice_id))
+
+
+async def snapshot(conn: Connection, invoice_id: UUID) -> PackageInvoice:
+    invoice = await get_invoice(conn, invoice_id)
+    assert invoice is not None
+    lines = await lines_of(conn, invoice_id)
+    policy = invoice["late_cancel_policy"]
+    return PackageInvoice(
+        invoice_id=invoice["invoice_id"],
+        patient_id=invoice["patient_id"],
+        package_id=invoice["package_id"],
+        package_name=invoice["package_name"],
+        channel=PurchaseChannel(invoice["channel"]),
+        issued_at=invoice["issued_at"],
+        status=InvoiceStatus(invoice["status"]),
+        price_cents=invoice["price_cents"],
+        paid_cents=invoice["paid_cents"],
+        currency=invoice["currency"],
+        pay_before_use=invoice["pay_before_use"],
+        redeemable=is_redeemable(invoice),
+        late_cancel_policy=LateCancelPolicy.model_validate_json(policy) if policy else None,
+        lines=[to_line(row) for row in lines],
+        balance=balance_of(lines),
+    )
+
+
+async def line_event(
+    conn: Connection, event_type: type[LineEvent], line_id: UUID, **fields: Any
+) -> LineEvent:
+    """A line event carrying the line as it is now and its invoice's balance."""
+    line = await get_line(conn, line_id)
+    assert line is not None
+    invoice = await get_invoice(conn, line["invoice_id"])
+    assert invoice is not None
+    return event_type(
+        patient_id=invoice["patient_id"],
+        invoice_id=invoice["invoice_id"],
+        package_id=invoice["package_id"],
+        package_name=invoice["package_name"],
+        line=to_line(line),
+        balance=await balance(conn, invoice["invoice_id"]),
+        **fields,
+    )
+
+
+async def next_link_version(conn: Connection, appointment_id: UUID) -> int:
+    version: int = await conn.fetchval(
+        "INSERT INTO link_versions (appointment_id, link_version) VALUES ($1, 1)"
+        " ON CONFLICT (appointment_id) DO UPDATE SET link_version = link_versions.link_version + 1"
+        " RETURNING link_version",
+        appointment_id,
+    )
+    return version
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value)

@@ -1,0 +1,97 @@
+"""Invoicing's rules, without I/O: validity, redeemability, balances, and whether a line can take
+an appointment (R6) — checked again here whatever the matcher decided."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from uuid import UUID
+
+from packline_contracts.catalogue import Package
+from packline_contracts.invoices import InvoiceStatus, LineStatus, LinkRefusalCode
+from packline_contracts.types import Appointment, Balance
+
+
+def valid_until(package: Package, issued_on: date) -> date:
+    """The last day the package can be redeemed: N days counting the day of purchase, or the
+    package's fixed end date."""
+    if package.validity.until is not None:
+        return package.validity.until
+    assert package.validity.days is not None
+    return issued_on + timedelta(days=package.validity.days - 1)
+
+
+def redeemable(status: InvoiceStatus, pay_before_use: bool, paid: int, price: int) -> bool:
+    if status in (InvoiceStatus.VOID, InvoiceStatus.REFUNDED):
+        return False
+    return not pay_before_use or paid >= price
+
+
+@dataclass(frozen=True)
+class LineState:
+    line_id: UUID
+    invoice_id: UUID
+    patient_id: str
+    fee_id: str
+    practitioner_ids: list[str] | None
+    location_ids: list[str] | None
+    valid_from: date
+    valid_until: date
+    status: LineStatus
+    appointment_id: UUID | None
+    appointment_starts_at: datetime | None
+
+
+def link_refusal(
+    line: LineState, appointment: Appointment, invoice_redeemable: bool
+) -> tuple[LinkRefusalCode, str] | None:
+    """Why ``line`` cannot redeem ``appointment`` now, or None (R6 and I1)."""
+    if line.patient_id != appointment.patient_id:
+        return LinkRefusalCode.WRONG_PATIENT, "the line belongs to another patient"
+    taken_by_other = line.status != LineStatus.OPEN and not (
+        line.status == LineStatus.BOOKING_REQUESTED
+        and line.appointment_id == appointment.appointment_id
+    )
+    if taken_by_other:
+        return LinkRefusalCode.LINE_TAKEN, f"the line is {line.status.value}"
+    if line.fee_id not in appointment.fee_ids:
+        return LinkRefusalCode.FEE_NOT_COVERED, f"the line is for fee {line.fee_id}"
+    if (
+        line.practitioner_ids is not None
+        and appointment.practitioner_id not in line.practitioner_ids
+    ):
+        return (
+            LinkRefusalCode.PRACTITIONER_NOT_ALLOWED,
+            f"the line is only for {', '.join(line.practitioner_ids)}",
+        )
+    if line.location_ids is not None and appointment.location_id not in line.location_ids:
+        return (
+            LinkRefusalCode.LOCATION_NOT_ALLOWED,
+            f"the line is only for {', '.join(line.location_ids)}",
+        )
+    day = appointment.starts_at.date()
+    if not line.valid_from <= day <= line.valid_until:
+        return (
+            LinkRefusalCode.OUTSIDE_VALIDITY,
+            f"valid {line.valid_from:%d %b %Y} to {line.valid_until:%d %b %Y}",
+        )
+    if not invoice_redeemable:
+        return LinkRefusalCode.NOT_REDEEMABLE, "the invoice is void, refunded or not paid yet"
+    return None
+
+
+def balance(
+    lines: list[tuple[LineStatus, datetime | None]], now: datetime, expires_on: date | None
+) -> Balance:
+    """R14: sessions total / booked (upcoming) / used (past or forfeited) / remaining (open)."""
+    booked = used = remaining = 0
+    for status, starts_at in lines:
+        if status == LineStatus.OPEN:
+            remaining += 1
+        elif status == LineStatus.FORFEITED or (starts_at is not None and starts_at <= now):
+            used += 1
+        else:
+            booked += 1
+    return Balance(
+        total=len(lines), booked=booked, used=used, remaining=remaining, expires_on=expires_on
+    )

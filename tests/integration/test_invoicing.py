@@ -1,0 +1,522 @@
+"""The invoicing service through the real broker and database (issue: invoicing)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+import uvicorn
+from packline_contracts.catalogue import DefineLocation, DefinePractitioner
+from packline_contracts.invoices import (
+    InvoiceCommandRefused,
+    IssuePackageInvoice,
+    LineBookingRefused,
+    LineLinked,
+    LineUnlinked,
+    LinkAppointment,
+    LinkRefusalCode,
+    LinkRefused,
+    PackageInvoiceIssued,
+    PackageInvoiceVoided,
+    PurchaseChannel,
+    RecordPayment,
+    UnlinkAppointment,
+    UnlinkReason,
+    VoidPackageInvoice,
+)
+from packline_contracts.topics import INVOICING_EVENTS
+from packline_contracts.types import Appointment, AppointmentStatus, BookingSource
+from packline_core.service import Service
+from packline_invoicing import commands
+
+from tests.clinic import (
+    DR_A,
+    DR_B,
+    MASSAGE_60,
+    NORTHSIDE,
+    SETUP,
+    booking,
+    days_ahead,
+    fee_commands,
+    package,
+    patient,
+)
+from tests.conftest import ReadEvents, StartService
+from tests.e2e.test_service_process import free_port
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.infra
+
+
+async def until(check: Any, what: str) -> Any:
+    return await eventually(check, what=what)
+
+
+@pytest.fixture
+async def invoicing(start_service: StartService, producer: Any) -> Service:
+    service = await start_service("invoicing")
+    for message in [
+        *fee_commands(),
+        package(),
+        package("massage-2-dr-a", count=2, practitioners=[DR_A]),
+    ]:
+        await producer.send(message)
+
+    async def catalogue() -> bool:
+        return bool(await service.pool.fetchval("SELECT count(*) FROM packages") == 2)
+
+    await until(catalogue, "the catalogue")
+    return service
+
+
+async def buy(producer: Any, events: Any, who: str, package_id: str = "massage-5x60") -> Any:
+    invoice_id = uuid4()
+    await producer.send(
+        IssuePackageInvoice(
+            patient_id=who,
+            invoice_id=invoice_id,
+            package_id=package_id,
+            channel=PurchaseChannel.ONLINE,
+            issued_by="shop",
+            issued_at=datetime.now(UTC),
+        )
+    )
+    issued = await events.wait_for(
+        PackageInvoiceIssued, lambda e: e.payload.invoice_id == invoice_id
+    )
+    return issued.payload.invoice
+
+
+def appointment_for(who: str, starts_at: datetime, practitioner: str = DR_A) -> Appointment:
+    return Appointment(
+        appointment_id=uuid4(),
+        version=1,
+        patient_id=who,
+        practitioner_id=practitioner,
+        location_id=NORTHSIDE,
+        starts_at=starts_at,
+        duration_minutes=60,
+        fee_ids=[MASSAGE_60],
+        status=AppointmentStatus.BOOKED,
+        source=BookingSource.STAFF,
+    )
+
+
+async def test_purchase_creates_one_line_per_session_with_the_package_terms(
+    invoicing: Service, producer: Any, read_events: ReadEvents
+) -> None:
+    events = await read_events(INVOICING_EVENTS)
+    who = patient()
+    invoice = await buy(producer, events, who, "massage-2-dr-a")
+    assert [line.line_number for line in invoice.lines] == [1, 2]
+    assert {tuple(line.practitioners.ids or []) for line in invoice.lines} == {(DR_A,)}
+    assert invoice.balance.total == 2 and invoice.balance.remaining == 2
+    assert invoice.redeemable
+    unknown = uuid4()
+    await producer.send(
+        IssuePackageInvoice(
+            patient_id=who,
+            invoice_id=unknown,
+            package_id="no-such-package",
+            channel=PurchaseChannel.STAFF,
+            issued_by="maria",
+            issued_at=datetime.now(UTC),
+        )
+    )
+    refused = await events.wait_for(
+        InvoiceCommandRefused, lambda e: e.payload.invoice_id == unknown
+    )
+    assert "unknown package no-such-package" in refused.payload.reason
+
+
+async def test_fifty_links_racing_for_the_last_line_exactly_one_wins(
+    invoicing: Service, producer: Any, read_events: ReadEvents
+) -> None:
+    events = await read_events(INVOICING_EVENTS)
+    who = patient()
+    invoice = await buy(producer, events, who, "massage-2-dr-a")
+    first, last = invoice.lines
+    taken = appointment_for(who, days_ahead(2))
+    await producer.send(
+        LinkAppointment(
+            patient_id=who,
+            invoice_id=invoice.invoice_id,
+            line_id=first.line_id,
+            appointment=taken,
+            rule="test",
+        )
+    )
+    await events.wait_for(LineLinked, lambda e: e.payload.appointment_id == taken.appointment_id)
+
+    contenders = [appointment_for(who, days_ahead(3, hour=8 + i % 10)) for i in range(50)]
+    for appointment in contenders:
+        await producer.send(
+            LinkAppointment(
+                patient_id=who,
+                invoice_id=invoice.invoice_id,
+                line_id=last.line_id,
+                appointment=appointment,
+                rule="test",
+            )
+        )
+    answers = [
+        await events.wait_for(
+            LineLinked | LinkRefused,  # type: ignore[arg-type]
+            lambda e, a=appointment: e.payload.appointment_id == a.appointment_id,
+        )
+        for appointment in contenders
+    ]
+    won = [a for a in answers if isinstance(a.payload, LineLinked)]
+    lost = [a.payload for a in answers if isinstance(a.payload, LinkRefused)]
+    assert len(won) == 1 and len(lost) == 49
+    assert {refusal.code for refusal in lost} == {LinkRefusalCode.LINE_TAKEN}
+    assert won[0].payload.balance.remaining == 0
+    assert (
+        await invoicing.pool.fetchval(
+            "SELECT count(*) FROM invoice_lines"
+            " WHERE appointment_id IS NOT NULL AND invoice_id = $1",
+            invoice.invoice_id,
+        )
+        == 2
+    )
+
+
+async def test_concurrent_transactions_cannot_both_take_the_last_line(
+    invoicing: Service, producer: Any, read_events: ReadEvents
+) -> None:
+    events = await read_events(INVOICING_EVENTS)
+    who = patient()
+    invoice = await buy(producer, events, who, "massage-2-dr-a")
+    line = invoice.lines[0]
+
+    async def try_link(appointment: Appointment) -> bool:
+        async with invoicing.transaction() as tx:
+            return await commands.apply_link(
+                tx, invoice.invoice_id, line.line_id, appointment, "race"
+            )
+
+    results = await asyncio.gather(
+        *(try_link(appointment_for(who, days_ahead(4))) for _ in range(12))
+    )
+    assert sorted(results) == [False] * 11 + [True]
+    # And one appointment can never hold two lines (the unique index):
+    twice = appointment_for(who, days_ahead(5))
+    assert await try_link_to(invoicing, invoice.invoice_id, invoice.lines[1].line_id, twice)
+    other = await buy(producer, events, who, "massage-2-dr-a")
+    assert not await try_link_to(invoicing, other.invoice_id, other.lines[0].line_id, twice)
+
+
+async def try_link_to(
+    service: Service, invoice_id: UUID, line_id: UUID, appointment: Appointment
+) -> bool:
+    async with service.transaction() as tx:
+        return await commands.apply_link(tx, invoice_id, line_id, appointment, "test")
+
+
+async def test_restrictions_validity_and_payment_are_checked_again(
+    invoicing: Service, producer: Any, read_events: ReadEvents
+) -> None:
+    events = await read_events(INVOICING_EVENTS)
+    who = patient()
+    invoice = await buy(producer, events, who, "massage-2-dr-a")
+    line = invoice.lines[0].line_id
+    cases = {
+        LinkRefusalCode.PRACTITIONER_NOT_ALLOWED: appointment_for(who, days_ahead(2), DR_B),
+        LinkRefusalCode.OUTSIDE_VALIDITY: appointment_for(who, days_ahead(400)),
+        LinkRefusalCode.WRONG_PATIENT: appointment_for(patient(), days_ahead(2)),
+    }
+    for appointment in cases.values():
+        await producer.send(
+            LinkAppointment(
+                patient_id=who,
+                invoice_id=invoice.invoice_id,
+                line_id=line,
+                appointment=appointment,
+                rule="t",
+            )
+        )
+    for code, appointment in cases.items():
+        refused = await events.wait_for(
+            LinkRefused, lambda e, a=appointment: e.payload.appointment_id == a.appointment_id
+        )
+        assert refused.payload.code == code
+
+
+async def test_duplicated_link_and_unlink_have_one_effect_and_void_releases_every_line(
+    invoicing: Service, producer: Any, read_events: ReadEvents
+) -> None:
+    events = await read_events(INVOICING_EVENTS)
+    who = patient()
+    invoice = await buy(producer, events, who)
+    first, second = (appointment_for(who, days_ahead(d)) for d in (2, 3))
+    for appointment, line in ((first, invoice.lines[0]), (second, invoice.lines[1])):
+        link = LinkAppointment(
+            patient_id=who,
+            invoice_id=invoice.invoice_id,
+            line_id=line.line_id,
+            appointment=appointment,
+            rule="test",
+        )
+        sent = await producer.send(link)
+        await producer.send(link, message_id=sent.message_id)  # delivered twice
+    unlink = UnlinkAppointment(
+        patient_id=who,
+        invoice_id=invoice.invoice_id,
+        line_id=invoice.lines[0].line_id,
+        appointment_id=first.appointment_id,
+        appointment_version=2,
+        reason=UnlinkReason.CANCELLED,
+    )
+    sent = await producer.send(unlink)
+    await producer.send(unlink, message_id=sent.message_id)
+    await producer.send(
+        VoidPackageInvoice(
+            patient_id=who,
+            invoice_id=invoice.invoice_id,
+            voided_by="manager",
+            reason="sold in error",
+        )
+    )
+    await events.wait_for(
+        PackageInvoiceVoided, lambda e: e.payload.invoice_id == invoice.invoice_id
+    )
+    mine = [
+        type(e.payload).__name__
+        for e in events.received
+        if e.patient_id == who and not isinstance(e.payload, PackageInvoiceIssued)
+    ]
+    assert mine == [
+        "LineLinked",
+        "LineLinked",
+        "LineUnlinked",
+        "LineUnlinked",
+        "PackageInvoiceVoided",
+    ]
+    voided = [
+        e.payload
+        for e in events.received
+        if isinstance(e.payload, LineUnlinked) and e.patient_id == who
+    ]
+    assert [u.reason for u in voided] == [UnlinkReason.CANCELLED, UnlinkReason.INVOICE_VOIDED]
+    assert voided[1].appointment_id == second.appointment_id
+    assert [u.link_version for u in voided] == [2, 2]
+    assert (
+        await invoicing.pool.fetchval(
+            "SELECT count(*) FROM invoice_lines WHERE invoice_id = $1 AND status <> 'open'",
+            invoice.invoice_id,
+        )
+        == 0
+    )
+    # A void invoice takes no new link:
+    late = appointment_for(who, days_ahead(6))
+    await producer.send(
+        LinkAppointment(
+            patient_id=who,
+            invoice_id=invoice.invoice_id,
+            line_id=invoice.lines[2].line_id,
+            appointment=late,
+            rule="t",
+        )
+    )
+    refused = await events.wait_for(
+        LinkRefused, lambda e: e.payload.appointment_id == late.appointment_id
+    )
+    assert refused.payload.code == LinkRefusalCode.NOT_REDEEMABLE
+
+
+async def test_pay_before_use_makes_the_invoice_redeemable_once_paid(
+    invoicing: Service, producer: Any, read_events: ReadEvents
+) -> None:
+    events = await read_events(INVOICING_EVENTS)
+    await producer.send(package("prepaid", count=1, pay_before_use=True, price_cents=9000))
+    await until(lambda: _has_package(invoicing, "prepaid"), "the prepaid package")
+    who = patient()
+    invoice = await buy(producer, events, who, "prepaid")
+    assert not invoice.redeemable
+    await producer.send(
+        RecordPayment(
+            patient_id=who,
+            invoice_id=invoice.invoice_id,
+            payment_id=uuid4(),
+            amount_cents=9000,
+            paid_at=datetime.now(UTC),
+            recorded_by="till",
+        )
+    )
+    appointment = appointment_for(who, days_ahead(2))
+    await producer.send(
+        LinkAppointment(
+            patient_id=who,
+            invoice_id=invoice.invoice_id,
+            line_id=invoice.lines[0].line_id,
+            appointment=appointment,
+            rule="t",
+        )
+    )
+    linked = await events.wait_for(
+        LineLinked, lambda e: e.payload.appointment_id == appointment.appointment_id
+    )
+    assert linked.payload.balance.booked == 1
+
+
+async def _has_package(service: Service, package_id: str) -> bool:
+    return bool(
+        await service.pool.fetchval("SELECT 1 FROM packages WHERE package_id = $1", package_id)
+    )
+
+
+@contextlib.asynccontextmanager
+async def serving(service: Service) -> AsyncIterator[str]:
+    """Serve an in-process service's HTTP API on a real port (the other service calls it)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(service.http, port=port, lifespan="off", log_config=None)
+    )
+    task = asyncio.create_task(server.serve())
+    await eventually(lambda: _started(server), what="the HTTP server")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _started(server: uvicorn.Server) -> bool:
+    return server.started
+
+
+async def test_book_from_the_invoice_finishes_both_ways(
+    start_service: StartService, producer: Any, read_events: ReadEvents
+) -> None:
+    events = await read_events(INVOICING_EVENTS)
+    calendar = await start_service("calendar")
+    for message in SETUP:
+        if isinstance(message, DefinePractitioner | DefineLocation):
+            await producer.send(message)
+    async with serving(calendar) as calendar_url:
+        invoicing = await start_service("invoicing", calendar_url=calendar_url)
+        for message in [
+            *fee_commands(),
+            package("massage-2-dr-a", count=2, practitioners=[DR_A], locations=[NORTHSIDE]),
+        ]:
+            await producer.send(message)
+
+        async def ready() -> bool:
+            fees = await calendar.pool.fetchval("SELECT count(*) FROM fees")
+            people = await calendar.pool.fetchval("SELECT count(*) FROM practitioners")
+            return bool(
+                fees == 2 and people == 2 and await _has_package(invoicing, "massage-2-dr-a")
+            )
+
+        await until(ready, "both catalogues")
+        who = patient()
+        invoice = await buy(producer, events, who, "massage-2-dr-a")
+        line = invoice.lines[0]
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=invoicing.http), base_url="http://x"
+        )
+        base = f"/invoices/{invoice.invoice_id}/lines/{line.line_id}"
+        when = days_ahead(3, hour=9)
+
+        free = await client.get(f"{base}/availability", params={"starts_at": when.isoformat()})
+        assert free.status_code == 200 and free.json()["available"] is True
+        saved = await client.put(
+            f"{base}/appointment",
+            json={"starts_at": when.isoformat(), "booked_by": "reception:maria"},
+        )
+        assert saved.status_code == 202, saved.text
+        appointment_id = saved.json()["appointment_id"]
+        linked = await events.wait_for(
+            LineLinked, lambda e: str(e.payload.appointment_id) == appointment_id
+        )
+        assert linked.payload.rule == "booked from this invoice line"
+        shown = (await client.get(f"/invoices/{invoice.invoice_id}")).json()
+        assert shown["lines"][0]["shows"] == f"linked: {when:%a %d %b %Y %H:%M}"
+        assert shown["lines"][1]["shows"] == "Unassigned"
+
+        # The other way: the slot is taken by another patient's appointment.
+        taken_at = days_ahead(4, hour=9)
+        await producer.send(booking(patient(), taken_at))
+        second = f"/invoices/{invoice.invoice_id}/lines/{invoice.lines[1].line_id}"
+
+        async def slot_taken() -> bool:
+            answer = await client.get(
+                f"{second}/availability", params={"starts_at": taken_at.isoformat()}
+            )
+            return answer.json()["available"] is False
+
+        await until(slot_taken, "Check Availability to show the slot taken")
+        saved = await client.put(
+            f"{second}/appointment",
+            json={"starts_at": taken_at.isoformat(), "booked_by": "reception:maria"},
+        )
+        assert saved.status_code == 202
+        refused = await events.wait_for(
+            LineBookingRefused,
+            lambda e: str(e.payload.appointment_id) == saved.json()["appointment_id"],
+        )
+        assert refused.payload.line.status.value == "open"
+        shown = (await client.get(f"/invoices/{invoice.invoice_id}")).json()
+        assert shown["lines"][1]["shows"] == "Unassigned"
+        assert shown["lines"][1]["note"].startswith("Dr Adams is already booked")
+
+        # R8: unlink from the invoice in one action; the appointment stays in the calendar.
+        unassigned = await client.delete(f"{base}/appointment", params={"unassigned_by": "maria"})
+        assert unassigned.status_code == 200
+        released = await events.wait_for(
+            LineUnlinked, lambda e: str(e.payload.appointment_id) == appointment_id
+        )
+        assert released.payload.reason == UnlinkReason.UNASSIGNED_BY_STAFF
+        assert (
+            await calendar.pool.fetchval(
+                "SELECT status FROM appointments WHERE appointment_id = $1", UUID(appointment_id)
+            )
+            == "booked"
+        )
+        await client.aclose()
+
+
+async def test_bad_requests_are_refused_with_reasons(
+    invoicing: Service, producer: Any, read_events: ReadEvents
+) -> None:
+    events = await read_events(INVOICING_EVENTS)
+    who = patient()
+    invoice = await buy(producer, events, who)
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=invoicing.http), base_url="http://x"
+    )
+    unknown = await client.get(f"/invoices/{uuid4()}")
+    assert unknown.status_code == 404
+    base = f"/invoices/{invoice.invoice_id}/lines/{invoice.lines[0].line_id}/appointment"
+    expired = await client.put(
+        base, json={"starts_at": days_ahead(400).isoformat(), "booked_by": "m"}
+    )
+    assert expired.status_code == 422 and "outside validity" in expired.json()["detail"]
+    anyone = await client.put(base, json={"starts_at": days_ahead(2).isoformat(), "booked_by": "m"})
+    assert anyone.status_code == 422 and "choose a practitioner" in anyone.json()["detail"]
+    sold = await client.post(
+        "/invoices", json={"patient_id": who, "package_id": "nope", "issued_by": "m"}
+    )
+    assert sold.status_code == 422
+    await client.aclose()
+    # Another patient's invoice is not this patient's:
+    await producer.send(
+        RecordPayment(
+            patient_id=patient(),
+            invoice_id=invoice.invoice_id,
+            payment_id=uuid4(),
+            amount_cents=100,
+            paid_at=datetime.now(UTC),
+            recorded_by="till",
+        )
+    )
+    refused = await events.wait_for(
+        InvoiceCommandRefused, lambda e: e.payload.command_type == "RecordPayment"
+    )
+    assert "of this patient" in refused.payload.reason
