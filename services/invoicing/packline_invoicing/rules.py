@@ -48,8 +48,10 @@ def link_refusal(
     """Why ``line`` cannot redeem ``appointment`` now, or None (R6 and I1)."""
     if line.patient_id != appointment.patient_id:
         return LinkRefusalCode.WRONG_PATIENT, "the line belongs to another patient"
+    # The line's own appointment may link again: booked from the line, or moved (R10: the
+    # line keeps it and shows the new date).
     taken_by_other = line.status != LineStatus.OPEN and not (
-        line.status == LineStatus.BOOKING_REQUESTED
+        line.status in (LineStatus.BOOKING_REQUESTED, LineStatus.LINKED)
         and line.appointment_id == appointment.appointment_id
     )
     if taken_by_other:

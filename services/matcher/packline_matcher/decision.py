@@ -1,0 +1,239 @@
+"""Where a link is decided: a pure function of (appointment, the patient's package lines) that
+says what to do — link, keep, unlink, or explain why no line can take it. No I/O: the matcher's
+handlers load the read model, call :func:`decide`, and publish what it says.
+
+The rules: a line can take an appointment when it is open, for one of the appointment's fees,
+with an allowed practitioner and location, on a day within its validity, and its invoice is
+redeemable (R6). When several can, the earliest expiry wins, then the oldest invoice, then the
+lowest line number (R11).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from uuid import UUID
+
+from packline_contracts.invoices import UnlinkReason
+from packline_contracts.matching import NoMatchCode
+from packline_contracts.types import AppointmentStatus, BookingSource, LateCancelPolicy
+
+ACTIVE = (AppointmentStatus.BOOKED, AppointmentStatus.ARRIVED, AppointmentStatus.COMPLETED)
+
+
+@dataclass(frozen=True)
+class Line:
+    """A package line as the matcher's read model knows it."""
+
+    line_id: UUID
+    invoice_id: UUID
+    package_id: str
+    package_name: str
+    line_number: int
+    fee_id: str
+    practitioner_ids: tuple[str, ...] | None
+    location_ids: tuple[str, ...] | None
+    valid_from: date
+    valid_until: date
+    invoice_issued_at: datetime
+    redeemable: bool
+    unpaid: bool  # not redeemable only because the package must be paid first
+    status: str  # open, requested (a link or a booking is under way), linked, forfeited
+    appointment_id: UUID | None = None
+    policy: LateCancelPolicy | None = None
+
+
+@dataclass(frozen=True)
+class Appointment:
+    appointment_id: UUID
+    version: int
+    patient_id: str
+    practitioner_id: str
+    location_id: str
+    starts_at: datetime
+    fee_ids: tuple[str, ...]
+    status: AppointmentStatus
+    source: BookingSource
+    hand_unlinked: bool = False
+    refused_line_ids: frozenset[UUID] = frozenset()
+    cancelled_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    line: Line
+    rule: str
+
+
+@dataclass(frozen=True)
+class Unlink:
+    line: Line
+    reason: UnlinkReason
+    forfeit: bool = False
+
+
+@dataclass(frozen=True)
+class Candidate:
+    line: Line
+    code: NoMatchCode
+    reason: str
+
+
+@dataclass(frozen=True)
+class Explain:
+    candidates: tuple[Candidate, ...]
+    summary: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    unlink: Unlink | None = None
+    link: Link | None = None
+    explain: Explain | None = None
+    keep: Line | None = None  # linked, still fits: the line's date follows a reschedule
+    notes: list[str] = field(default_factory=list)
+
+
+def decide(
+    appointment: Appointment,
+    lines: Sequence[Line],
+    names: Mapping[str, str] | None = None,
+) -> Decision:
+    """What to do about ``appointment`` given every line of its patient."""
+    names = names or {}
+    current = next(
+        (
+            line
+            for line in lines
+            if line.appointment_id == appointment.appointment_id
+            and line.status in ("linked", "requested")
+        ),
+        None,
+    )
+    if appointment.status not in ACTIVE:
+        if current is None or current.status != "linked":
+            return Decision()
+        reason = (
+            UnlinkReason.DELETED
+            if appointment.status == AppointmentStatus.DELETED
+            else UnlinkReason.CANCELLED
+        )
+        return Decision(unlink=Unlink(current, reason, forfeits(appointment, current.policy)))
+    if appointment.source == BookingSource.INVOICE and current is not None:
+        return Decision()  # booked from this line: invoicing links it when the booking succeeds
+    if current is not None:
+        if current.status == "requested":
+            return Decision()  # an answer is on its way
+        if problem(appointment, current, names) is None:
+            return Decision(keep=current)
+        unlink = Unlink(current, UnlinkReason.NO_LONGER_FITS)
+        rest = [line for line in lines if line.line_id != current.line_id]
+        found = choose(appointment, rest, names)
+        return Decision(unlink=unlink, link=found.link, explain=found.explain)
+    if appointment.hand_unlinked:
+        return Decision()  # R8: staff unlinked it; never again on our own
+    return choose(appointment, lines, names)
+
+
+def choose(appointment: Appointment, lines: Sequence[Line], names: Mapping[str, str]) -> Decision:
+    covering = [line for line in lines if line.fee_id in appointment.fee_ids]
+    fitting = [
+        line
+        for line in covering
+        if line.line_id not in appointment.refused_line_ids
+        and problem(appointment, line, names) is None
+    ]
+    if fitting:
+        best = min(fitting, key=preference)
+        return Decision(link=Link(best, rule(best, len(fitting))))
+    if not covering:
+        return Decision()  # no package of this patient covers these fees: nothing to say
+    return Decision(explain=explain(appointment, covering, names))
+
+
+def preference(line: Line) -> tuple[date, datetime, int]:
+    """R11: earliest expiry, then the oldest invoice, then the line order."""
+    return line.valid_until, line.invoice_issued_at, line.line_number
+
+
+def rule(line: Line, choices: int) -> str:
+    if choices == 1:
+        return f"the only line that fits: line {line.line_number} of {line.package_name}"
+    return (
+        f"earliest expiry ({line.valid_until:%d %b %Y}), then oldest invoice, then line order:"
+        f" line {line.line_number} of {line.package_name} (of {choices} that fit)"
+    )
+
+
+def problem(
+    appointment: Appointment, line: Line, names: Mapping[str, str]
+) -> tuple[NoMatchCode, str] | None:
+    """Why ``line`` cannot take ``appointment``, in the clinic's words (R6, R7)."""
+    if line.status == "forfeited" or (
+        line.status != "open" and line.appointment_id != appointment.appointment_id
+    ):
+        return NoMatchCode.ALL_SESSIONS_BOOKED, "this session is booked"
+    if not line.redeemable:
+        if line.unpaid:
+            return NoMatchCode.UNPAID, "unpaid, and this package must be paid first"
+        return NoMatchCode.VOID, "the invoice is void or refunded"
+    if (
+        line.practitioner_ids is not None
+        and appointment.practitioner_id not in line.practitioner_ids
+    ):
+        allowed = " or ".join(names.get(p, p) for p in line.practitioner_ids)
+        return NoMatchCode.PRACTITIONER_NOT_ALLOWED, f"covers this fee only with {allowed}"
+    if line.location_ids is not None and appointment.location_id not in line.location_ids:
+        allowed = " or ".join(names.get(p, p) for p in line.location_ids)
+        return NoMatchCode.LOCATION_NOT_ALLOWED, f"covers this fee only at {allowed}"
+    day = appointment.starts_at.date()
+    if day > line.valid_until:
+        return NoMatchCode.EXPIRED, f"expired on {line.valid_until:%d %B %Y}"
+    if day < line.valid_from:
+        return NoMatchCode.NOT_YET_VALID, f"valid from {line.valid_from:%d %B %Y}"
+    return None
+
+
+def explain(
+    appointment: Appointment, covering: Sequence[Line], names: Mapping[str, str]
+) -> Explain:
+    """One reason per package invoice that covers the fee (R7)."""
+    by_invoice: dict[UUID, list[Line]] = {}
+    for line in covering:
+        by_invoice.setdefault(line.invoice_id, []).append(line)
+    candidates = []
+    for invoice_lines in by_invoice.values():
+        # Say the most telling reason: one that is not "booked" when there is one.
+        telling = [
+            (line, found)
+            for line in invoice_lines
+            if (found := problem(appointment, line, names)) is not None
+            and found[0] != NoMatchCode.ALL_SESSIONS_BOOKED
+        ]
+        if telling:
+            line, (code, reason) = telling[0]
+        else:
+            line = invoice_lines[0]
+            code = NoMatchCode.ALL_SESSIONS_BOOKED
+            reason = f"all {len(invoice_lines)} sessions booked"
+            if any(other.line_id in appointment.refused_line_ids for other in invoice_lines):
+                code, reason = (
+                    NoMatchCode.LINE_REQUESTED_ELSEWHERE,
+                    "its last session was just taken",
+                )
+        candidates.append(Candidate(line, code, reason))
+    summary = "; ".join(f"package {c.line.package_name} {c.reason}" for c in candidates)
+    return Explain(tuple(candidates), f"Not linked: {summary}")
+
+
+def forfeits(appointment: Appointment, policy: LateCancelPolicy | None) -> bool:
+    """R9: a late cancellation or a no-show uses up the session, if the package says so."""
+    if policy is None:
+        return False
+    if appointment.status == AppointmentStatus.NO_SHOW:
+        return policy.no_show_forfeits
+    if appointment.status == AppointmentStatus.CANCELLED and policy.forfeit_within_hours:
+        cancelled_at = appointment.cancelled_at or appointment.starts_at
+        return appointment.starts_at - cancelled_at < timedelta(hours=policy.forfeit_within_hours)
+    return False

@@ -1,0 +1,42 @@
+"""The matcher's HTTP API: why an appointment was not matched (R7), and its read model of a
+patient (for staff front ends and for checking that the services agree)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+from fastapi import HTTPException
+from packline_core.service import Service
+
+
+def register_http(service: Service) -> None:
+    @service.http.get("/appointments/{appointment_id}/explanation", tags=["matching"])
+    async def explanation(appointment_id: UUID) -> dict[str, Any]:
+        row = await service.pool.fetchrow(
+            "SELECT * FROM explanations WHERE appointment_id = $1", appointment_id
+        )
+        if row is None:
+            raise HTTPException(
+                404,
+                f"no explanation for {appointment_id}: linked, or no "
+                "package of the patient covers its fees",
+            )
+        return {
+            "appointment_id": appointment_id,
+            "appointment_version": row["appointment_version"],
+            "summary": row["summary"],
+            "candidates": json.loads(row["candidates"]),
+            "explained_at": row["explained_at"],
+        }
+
+    @service.http.get("/patients/{patient_id}/links", tags=["matching"])
+    async def links(patient_id: str) -> dict[str, Any]:
+        """The read model's view of which line holds which appointment."""
+        rows = await service.pool.fetch(
+            "SELECT line_id, invoice_id, status, appointment_id FROM lines"
+            " WHERE patient_id = $1 ORDER BY invoice_id, line_number",
+            patient_id,
+        )
+        return {"patient_id": patient_id, "lines": [dict(row) for row in rows]}

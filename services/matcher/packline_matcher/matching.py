@@ -1,0 +1,380 @@
+"""The matcher's handlers: keep the read model up to date from events, and after every change
+that can matter, ask :func:`packline_matcher.decision.decide` and publish what it says."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from packline_contracts.appointments import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentChanged,
+    AppointmentDeleted,
+    AppointmentEvent,
+    AppointmentRescheduled,
+    AttendanceRecorded,
+)
+from packline_contracts.catalogue import LocationDefined, PractitionerDefined
+from packline_contracts.envelope import Envelope
+from packline_contracts.ids import derived_id
+from packline_contracts.invoices import (
+    LineBookingRefused,
+    LineBookingRequested,
+    LineForfeited,
+    LineLinked,
+    LineUnlinked,
+    LinkAppointment,
+    LinkRefused,
+    PackageInvoiceIssued,
+    PackageInvoiceRefunded,
+    PackageInvoiceVoided,
+    PaymentRecorded,
+    UnlinkAppointment,
+    UnlinkReason,
+)
+from packline_contracts.matching import AppointmentNotMatched, CandidatePackage
+from packline_contracts.types import Appointment as AppointmentSnapshot
+from packline_contracts.types import AppointmentStatus, BookingSource
+from packline_core.consumer import MessageConsumer
+from packline_core.outbox import Transaction
+
+from packline_matcher import readmodel
+from packline_matcher.decision import Appointment, Decision, Line, decide
+
+
+def register_matching(consumer: MessageConsumer) -> None:
+    consumer.handles(
+        AppointmentBooked,
+        AppointmentRescheduled,
+        AppointmentChanged,
+        AppointmentCancelled,
+        AppointmentDeleted,
+        AttendanceRecorded,
+    )(appointment_changed)
+    consumer.handles(PackageInvoiceIssued)(invoice_issued)
+    consumer.handles(PaymentRecorded, PackageInvoiceRefunded)(invoice_redeemability)
+    consumer.handles(PackageInvoiceVoided)(invoice_voided)
+    consumer.handles(LineLinked)(line_linked)
+    consumer.handles(LineUnlinked)(line_unlinked)
+    consumer.handles(LineForfeited)(line_forfeited)
+    consumer.handles(LinkRefused)(link_refused)
+    consumer.handles(LineBookingRequested)(line_booking_requested)
+    consumer.handles(LineBookingRefused)(line_booking_refused)
+
+
+def register_directory(consumer: MessageConsumer) -> None:
+    @consumer.handles(PractitionerDefined, LocationDefined)
+    async def remember_name(
+        tx: Transaction, envelope: Envelope[PractitionerDefined | LocationDefined]
+    ) -> None:
+        named = envelope.payload
+        key = named.practitioner_id if isinstance(named, PractitionerDefined) else named.location_id
+        await tx.conn.execute(
+            "INSERT INTO names (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET name = $2",
+            key,
+            named.name,
+        )
+
+
+# --- appointments -----------------------------------------------------------------------------
+
+
+async def appointment_changed(tx: Transaction, envelope: Envelope[AppointmentEvent]) -> None:
+    event = envelope.payload
+    snapshot = event.appointment
+    await readmodel.lock_patient(tx.conn, event.patient_id)
+    cancelled_at = event.cancelled_at if isinstance(event, AppointmentCancelled) else None
+    stored = await tx.conn.fetchval(
+        "INSERT INTO appointments (appointment_id, patient_id, version, practitioner_id,"
+        " location_id, starts_at, fee_ids, status, source, cancelled_at, duration_minutes)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " ON CONFLICT (appointment_id) DO UPDATE SET version = $3, practitioner_id = $4,"
+        " location_id = $5, starts_at = $6, fee_ids = $7, status = $8, cancelled_at = $10,"
+        " duration_minutes = $11, refused_line_ids = '{}'"
+        " WHERE appointments.version < $3 RETURNING 1",
+        snapshot.appointment_id,
+        snapshot.patient_id,
+        snapshot.version,
+        snapshot.practitioner_id,
+        snapshot.location_id,
+        snapshot.starts_at,
+        snapshot.fee_ids,
+        snapshot.status.value,
+        snapshot.source.value,
+        cancelled_at,
+        snapshot.duration_minutes,
+    )
+    if not stored:
+        return  # an older version than we know: a replay changes nothing
+    appointment = await readmodel.appointment(tx.conn, snapshot.appointment_id)
+    assert appointment is not None
+    await reconsider(
+        tx, appointment, snapshot, rescheduled=isinstance(event, AppointmentRescheduled)
+    )
+
+
+async def reconsider(
+    tx: Transaction,
+    appointment: Appointment,
+    snapshot: AppointmentSnapshot | None = None,
+    *,
+    rescheduled: bool = False,
+    explain: bool = True,
+) -> list[Line]:
+    """Decide for one appointment and publish the outcome; returns the lines as they now are."""
+    lines = await readmodel.lines_of(tx.conn, appointment.patient_id)
+    names = await readmodel.names(tx.conn)
+    decision = decide(appointment, lines, names)
+    snapshot = snapshot or await snapshot_of(tx, appointment)
+    return await apply(tx, appointment, snapshot, decision, lines, rescheduled, explain)
+
+
+async def snapshot_of(tx: Transaction, appointment: Appointment) -> AppointmentSnapshot:
+    row = await tx.conn.fetchrow(
+        "SELECT * FROM appointments WHERE appointment_id = $1", appointment.appointment_id
+    )
+    assert row is not None
+    return AppointmentSnapshot(
+        appointment_id=row["appointment_id"],
+        version=row["version"],
+        patient_id=row["patient_id"],
+        practitioner_id=row["practitioner_id"],
+        location_id=row["location_id"],
+        starts_at=row["starts_at"],
+        duration_minutes=row["duration_minutes"],
+        fee_ids=list(row["fee_ids"]),
+        status=AppointmentStatus(row["status"]),
+        source=BookingSource(row["source"]),
+    )
+
+
+async def apply(
+    tx: Transaction,
+    appointment: Appointment,
+    snapshot: AppointmentSnapshot,
+    decision: Decision,
+    lines: list[Line],
+    rescheduled: bool,
+    explain: bool,
+) -> list[Line]:
+    key = (appointment.appointment_id, appointment.version)
+    if decision.unlink:
+        line = decision.unlink.line
+        tx.publish(
+            UnlinkAppointment(
+                patient_id=appointment.patient_id,
+                invoice_id=line.invoice_id,
+                line_id=line.line_id,
+                appointment_id=appointment.appointment_id,
+                appointment_version=appointment.version,
+                reason=decision.unlink.reason,
+                forfeit=decision.unlink.forfeit,
+            ),
+            message_id=derived_id("unlink", *key, line.line_id),
+        )
+        await readmodel.set_line(tx.conn, line.line_id, "requested", appointment.appointment_id)
+        lines = [replace(x, status="requested") if x.line_id == line.line_id else x for x in lines]
+    target = decision.link.line if decision.link else (decision.keep if rescheduled else None)
+    if target is not None:
+        tx.publish(
+            LinkAppointment(
+                patient_id=appointment.patient_id,
+                invoice_id=target.invoice_id,
+                line_id=target.line_id,
+                appointment=snapshot,
+                rule=decision.link.rule if decision.link else "rescheduled: keeps its line",
+            ),
+            message_id=derived_id("link", *key, target.line_id),
+        )
+        await readmodel.set_line(tx.conn, target.line_id, "requested", appointment.appointment_id)
+        lines = [
+            replace(x, status="requested", appointment_id=appointment.appointment_id)
+            if x.line_id == target.line_id
+            else x
+            for x in lines
+        ]
+        await tx.conn.execute(
+            "DELETE FROM explanations WHERE appointment_id = $1", appointment.appointment_id
+        )
+    if decision.explain and explain:
+        candidates = [
+            CandidatePackage(
+                invoice_id=c.line.invoice_id,
+                package_id=c.line.package_id,
+                package_name=c.line.package_name,
+                code=c.code,
+                reason=c.reason,
+            )
+            for c in decision.explain.candidates
+        ]
+        tx.publish(
+            AppointmentNotMatched(
+                patient_id=appointment.patient_id,
+                appointment_id=appointment.appointment_id,
+                appointment_version=appointment.version,
+                fee_ids=list(appointment.fee_ids),
+                candidates=candidates,
+                summary=decision.explain.summary,
+            ),
+            message_id=derived_id("explain", *key, len(appointment.refused_line_ids)),
+        )
+        await tx.conn.execute(
+            "INSERT INTO explanations (appointment_id, appointment_version, summary, candidates)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (appointment_id) DO UPDATE SET"
+            " appointment_version = $2, summary = $3, candidates = $4, explained_at = now()",
+            appointment.appointment_id,
+            appointment.version,
+            decision.explain.summary,
+            json.dumps([c.model_dump(mode="json") for c in candidates]),
+        )
+    return lines
+
+
+async def link_waiting(tx: Transaction, patient_id: str) -> None:
+    """R12: a package bought or a line released: link the patient's upcoming unlinked
+    appointments that now fit, earliest first (not those staff unlinked by hand)."""
+    for appointment in await readmodel.waiting(tx.conn, patient_id, datetime.now(UTC)):
+        await reconsider(tx, appointment, explain=False)
+
+
+# --- invoices and lines -----------------------------------------------------------------------
+
+
+async def invoice_issued(tx: Transaction, envelope: Envelope[PackageInvoiceIssued]) -> None:
+    invoice = envelope.payload.invoice
+    await readmodel.lock_patient(tx.conn, invoice.patient_id)
+    inserted = await tx.conn.fetchval(
+        "INSERT INTO invoices (invoice_id, patient_id, package_id, package_name, issued_at,"
+        " redeemable, unpaid, late_cancel_policy) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " ON CONFLICT (invoice_id) DO NOTHING RETURNING 1",
+        invoice.invoice_id,
+        invoice.patient_id,
+        invoice.package_id,
+        invoice.package_name,
+        invoice.issued_at,
+        invoice.redeemable,
+        unpaid(invoice.redeemable, invoice.status.value),
+        invoice.late_cancel_policy.model_dump_json() if invoice.late_cancel_policy else None,
+    )
+    if not inserted:
+        return
+    await tx.conn.executemany(
+        "INSERT INTO lines (line_id, invoice_id, patient_id, line_number, fee_id,"
+        " practitioner_ids, location_ids, valid_from, valid_until, status, appointment_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        [
+            (
+                line.line_id,
+                invoice.invoice_id,
+                invoice.patient_id,
+                line.line_number,
+                line.fee_id,
+                line.practitioners.ids,
+                line.locations.ids,
+                line.valid_from,
+                line.valid_until,
+                "open"
+                if line.status.value == "open"
+                else "linked"
+                if line.status.value == "linked"
+                else "requested"
+                if line.status.value == "booking_requested"
+                else "forfeited",
+                line.appointment_id,
+            )
+            for line in invoice.lines
+        ],
+    )
+    await link_waiting(tx, invoice.patient_id)
+
+
+def unpaid(redeemable: bool, status: str) -> bool:
+    return not redeemable and status not in ("void", "refunded")
+
+
+async def invoice_redeemability(
+    tx: Transaction, envelope: Envelope[PaymentRecorded | PackageInvoiceRefunded]
+) -> None:
+    event = envelope.payload
+    await readmodel.lock_patient(tx.conn, event.patient_id)
+    await tx.conn.execute(
+        "UPDATE invoices SET redeemable = $2, unpaid = $3 WHERE invoice_id = $1",
+        event.invoice_id,
+        event.redeemable,
+        unpaid(event.redeemable, event.status.value),
+    )
+    if event.redeemable:
+        await link_waiting(tx, event.patient_id)
+
+
+async def invoice_voided(tx: Transaction, envelope: Envelope[PackageInvoiceVoided]) -> None:
+    event = envelope.payload
+    await readmodel.lock_patient(tx.conn, event.patient_id)
+    await tx.conn.execute(
+        "UPDATE invoices SET redeemable = false, unpaid = false WHERE invoice_id = $1",
+        event.invoice_id,
+    )
+
+
+async def line_linked(tx: Transaction, envelope: Envelope[LineLinked]) -> None:
+    event = envelope.payload
+    await readmodel.lock_patient(tx.conn, event.patient_id)
+    await readmodel.set_line(tx.conn, event.line.line_id, "linked", event.appointment_id)
+    await tx.conn.execute(
+        "DELETE FROM explanations WHERE appointment_id = $1", event.appointment_id
+    )
+
+
+async def line_unlinked(tx: Transaction, envelope: Envelope[LineUnlinked]) -> None:
+    event = envelope.payload
+    await readmodel.lock_patient(tx.conn, event.patient_id)
+    await readmodel.set_line(tx.conn, event.line.line_id, "open", None)
+    if event.reason == UnlinkReason.UNASSIGNED_BY_STAFF:
+        await tx.conn.execute(
+            "UPDATE appointments SET hand_unlinked = true WHERE appointment_id = $1",
+            event.appointment_id,
+        )
+    # R12 / R13: the line is free again, and a voided invoice's appointments look elsewhere.
+    await link_waiting(tx, event.patient_id)
+
+
+async def line_forfeited(tx: Transaction, envelope: Envelope[LineForfeited]) -> None:
+    event = envelope.payload
+    await readmodel.lock_patient(tx.conn, event.patient_id)
+    await readmodel.set_line(tx.conn, event.line.line_id, "forfeited", event.appointment_id)
+
+
+async def link_refused(tx: Transaction, envelope: Envelope[LinkRefused]) -> None:
+    event = envelope.payload
+    await readmodel.lock_patient(tx.conn, event.patient_id)
+    await tx.conn.execute(
+        "UPDATE lines SET status = 'open', appointment_id = NULL"
+        " WHERE line_id = $1 AND status = 'requested' AND appointment_id = $2",
+        event.line_id,
+        event.appointment_id,
+    )
+    await tx.conn.execute(
+        "UPDATE appointments SET refused_line_ids = array_append(refused_line_ids, $2)"
+        " WHERE appointment_id = $1 AND version = $3",
+        event.appointment_id,
+        event.line_id,
+        event.appointment_version,
+    )
+    appointment = await readmodel.appointment(tx.conn, event.appointment_id)
+    if appointment is not None and appointment.version == event.appointment_version:
+        await reconsider(tx, appointment)  # the next line, or the explanation (I8)
+
+
+async def line_booking_requested(tx: Transaction, envelope: Envelope[LineBookingRequested]) -> None:
+    event = envelope.payload
+    await readmodel.lock_patient(tx.conn, event.patient_id)
+    await readmodel.set_line(tx.conn, event.line.line_id, "requested", event.appointment_id)
+
+
+async def line_booking_refused(tx: Transaction, envelope: Envelope[LineBookingRefused]) -> None:
+    event = envelope.payload
+    await readmodel.lock_patient(tx.conn, event.patient_id)
+    await readmodel.set_line(tx.conn, event.line.line_id, "open", None)
+    await link_waiting(tx, event.patient_id)

@@ -1,0 +1,101 @@
+"""The matcher's read model in SQL: one patient's lines and appointments at a time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+from packline_contracts.types import AppointmentStatus, BookingSource, LateCancelPolicy
+from packline_core.db import Connection
+
+from packline_matcher.decision import Appointment, Line
+
+LINE_QUERY = (
+    "SELECT l.*, i.package_id, i.package_name, i.issued_at, i.redeemable, i.unpaid,"
+    " i.late_cancel_policy FROM lines l JOIN invoices i USING (invoice_id)"
+)
+
+
+async def lock_patient(conn: Connection, patient_id: str) -> None:
+    """One patient's decisions never interleave, whichever replica owns which partition now."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", patient_id)
+
+
+def to_line(row: asyncpg.Record) -> Line:
+    policy = row["late_cancel_policy"]
+    return Line(
+        line_id=row["line_id"],
+        invoice_id=row["invoice_id"],
+        package_id=row["package_id"],
+        package_name=row["package_name"],
+        line_number=row["line_number"],
+        fee_id=row["fee_id"],
+        practitioner_ids=tuple(row["practitioner_ids"]) if row["practitioner_ids"] else None,
+        location_ids=tuple(row["location_ids"]) if row["location_ids"] else None,
+        valid_from=row["valid_from"],
+        valid_until=row["valid_until"],
+        invoice_issued_at=row["issued_at"],
+        redeemable=row["redeemable"],
+        unpaid=row["unpaid"],
+        status=row["status"],
+        appointment_id=row["appointment_id"],
+        policy=LateCancelPolicy.model_validate_json(policy) if policy else None,
+    )
+
+
+async def lines_of(conn: Connection, patient_id: str) -> list[Line]:
+    rows = await conn.fetch(f"{LINE_QUERY} WHERE l.patient_id = $1", patient_id)
+    return [to_line(row) for row in rows]
+
+
+def to_appointment(row: asyncpg.Record) -> Appointment:
+    return Appointment(
+        appointment_id=row["appointment_id"],
+        version=row["version"],
+        patient_id=row["patient_id"],
+        practitioner_id=row["practitioner_id"],
+        location_id=row["location_id"],
+        starts_at=row["starts_at"],
+        fee_ids=tuple(row["fee_ids"]),
+        status=AppointmentStatus(row["status"]),
+        source=BookingSource(row["source"]),
+        hand_unlinked=row["hand_unlinked"],
+        refused_line_ids=frozenset(row["refused_line_ids"]),
+        cancelled_at=row["cancelled_at"],
+    )
+
+
+async def appointment(conn: Connection, appointment_id: UUID) -> Appointment | None:
+    row = await conn.fetchrow(
+        "SELECT * FROM appointments WHERE appointment_id = $1", appointment_id
+    )
+    return to_appointment(row) if row else None
+
+
+async def waiting(conn: Connection, patient_id: str, now: datetime) -> list[Appointment]:
+    """R12: upcoming, active, not hand-unlinked appointments holding no line, earliest first."""
+    rows = await conn.fetch(
+        "SELECT a.* FROM appointments a WHERE a.patient_id = $1 AND a.starts_at > $2"
+        " AND a.status IN ('booked', 'arrived') AND NOT a.hand_unlinked"
+        " AND NOT EXISTS (SELECT 1 FROM lines l WHERE l.appointment_id = a.appointment_id)"
+        " ORDER BY a.starts_at, a.appointment_id",
+        patient_id,
+        now,
+    )
+    return [to_appointment(row) for row in rows]
+
+
+async def names(conn: Connection) -> dict[str, str]:
+    return {row["id"]: row["name"] for row in await conn.fetch("SELECT id, name FROM names")}
+
+
+async def set_line(
+    conn: Connection, line_id: UUID, status: str, appointment_id: UUID | None
+) -> None:
+    await conn.execute(
+        "UPDATE lines SET status = $2, appointment_id = $3 WHERE line_id = $1",
+        line_id,
+        status,
+        appointment_id,
+    )

@@ -1,0 +1,185 @@
+"""The matcher's decision, without Kafka or a database: every rule of R6 and tie-break of R11,
+plus R7 explanations, R8, R9 and R10."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from uuid import UUID, uuid4
+
+from hypothesis import given
+from hypothesis import strategies as st
+from packline_contracts.invoices import UnlinkReason
+from packline_contracts.matching import NoMatchCode
+from packline_contracts.types import AppointmentStatus, BookingSource, LateCancelPolicy
+from packline_matcher.decision import Appointment, Line, decide
+
+START = datetime(2026, 3, 10, 10, tzinfo=UTC)
+INVOICE = uuid4()
+
+
+def line(number: int = 1, **changes: object) -> Line:
+    base = Line(
+        line_id=uuid4(),
+        invoice_id=INVOICE,
+        package_id="p5",
+        package_name="5 x massage",
+        line_number=number,
+        fee_id="massage",
+        practitioner_ids=None,
+        location_ids=None,
+        valid_from=date(2026, 3, 1),
+        valid_until=date(2026, 5, 30),
+        invoice_issued_at=datetime(2026, 3, 1, tzinfo=UTC),
+        redeemable=True,
+        unpaid=False,
+        status="open",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def appointment(**changes: object) -> Appointment:
+    base = Appointment(
+        appointment_id=uuid4(),
+        version=1,
+        patient_id="p-1",
+        practitioner_id="dr-a",
+        location_id="north",
+        starts_at=START,
+        fee_ids=("massage",),
+        status=AppointmentStatus.BOOKED,
+        source=BookingSource.STAFF,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def linked_to(appt: Appointment, **changes: object) -> Line:
+    return line(status="linked", appointment_id=appt.appointment_id, **changes)
+
+
+def test_a_fitting_open_line_is_linked() -> None:
+    only = line()
+    decision = decide(appointment(), [only])
+    assert decision.link is not None and decision.link.line == only
+    assert decision.explain is None and decision.unlink is None
+
+
+def test_each_restriction_of_r6_blocks_the_link_and_is_explained() -> None:
+    cases = {
+        NoMatchCode.PRACTITIONER_NOT_ALLOWED: line(practitioner_ids=("dr-b",)),
+        NoMatchCode.LOCATION_NOT_ALLOWED: line(location_ids=("south",)),
+        NoMatchCode.EXPIRED: line(valid_until=date(2026, 3, 9)),
+        NoMatchCode.NOT_YET_VALID: line(valid_from=date(2026, 3, 11)),
+        NoMatchCode.UNPAID: line(redeemable=False, unpaid=True),
+        NoMatchCode.VOID: line(redeemable=False, unpaid=False),
+        NoMatchCode.ALL_SESSIONS_BOOKED: line(status="linked", appointment_id=uuid4()),
+    }
+    for code, blocked in cases.items():
+        decision = decide(appointment(), [blocked], {"dr-b": "Dr Baker", "south": "Southside"})
+        assert decision.link is None, code
+        assert decision.explain is not None, code
+        assert [c.code for c in decision.explain.candidates] == [code]
+    practitioner = decide(
+        appointment(), [cases[NoMatchCode.PRACTITIONER_NOT_ALLOWED]], {"dr-b": "Dr Baker"}
+    )
+    assert (
+        practitioner.explain
+        and practitioner.explain.candidates[0].reason == "covers this fee only with Dr Baker"
+    )
+    expired = decide(appointment(), [cases[NoMatchCode.EXPIRED]])
+    assert expired.explain and expired.explain.candidates[0].reason == "expired on 09 March 2026"
+
+
+def test_all_sessions_booked_names_the_count() -> None:
+    taken = [line(n, status="linked", appointment_id=uuid4()) for n in range(1, 6)]
+    decision = decide(appointment(), taken)
+    assert decision.explain and decision.explain.candidates[0].reason == "all 5 sessions booked"
+
+
+def test_a_fee_no_package_covers_is_not_explained() -> None:
+    assert decide(appointment(fee_ids=("physio",)), [line()]) == decide(appointment(), [])
+
+
+def test_r11_earliest_expiry_then_oldest_invoice_then_line_order() -> None:
+    late = line(1, valid_until=date(2026, 6, 30))
+    early = line(2, valid_until=date(2026, 4, 30))
+    assert decide(appointment(), [late, early]).link.line == early  # type: ignore[union-attr]
+    newer = line(1, invoice_issued_at=datetime(2026, 3, 5, tzinfo=UTC), invoice_id=uuid4())
+    older = line(1, invoice_issued_at=datetime(2026, 3, 2, tzinfo=UTC), invoice_id=uuid4())
+    assert decide(appointment(), [newer, older]).link.line == older  # type: ignore[union-attr]
+    third, second = line(3), line(2)
+    assert decide(appointment(), [third, second]).link.line == second  # type: ignore[union-attr]
+
+
+@given(st.permutations(list(range(6))))
+def test_the_choice_does_not_depend_on_the_order_lines_are_listed(order: list[int]) -> None:
+    lines = [
+        line(
+            n % 3 + 1,
+            valid_until=date(2026, 4, 1) + timedelta(days=n // 2),
+            invoice_issued_at=datetime(2026, 3, 1 + n % 2, tzinfo=UTC),
+            line_id=UUID(int=n),
+        )
+        for n in range(6)
+    ]
+    chosen = decide(appointment(), [lines[i] for i in order]).link
+    assert chosen is not None and chosen.line.line_id == UUID(int=0)
+
+
+def test_cancel_releases_and_late_cancel_or_no_show_forfeits_under_policy() -> None:
+    policy = LateCancelPolicy(forfeit_within_hours=24, no_show_forfeits=True)
+    appt = appointment(status=AppointmentStatus.CANCELLED, cancelled_at=START - timedelta(days=3))
+    early = decide(appt, [linked_to(appt, policy=policy)])
+    assert (
+        early.unlink and early.unlink.reason == UnlinkReason.CANCELLED and not early.unlink.forfeit
+    )
+    late = replace(appt, cancelled_at=START - timedelta(hours=2))
+    assert decide(late, [linked_to(late, policy=policy)]).unlink.forfeit  # type: ignore[union-attr]
+    no_show = appointment(status=AppointmentStatus.NO_SHOW)
+    assert decide(no_show, [linked_to(no_show, policy=policy)]).unlink.forfeit  # type: ignore[union-attr]
+    assert not decide(no_show, [linked_to(no_show)]).unlink.forfeit  # type: ignore[union-attr]
+    deleted = appointment(status=AppointmentStatus.DELETED)
+    assert decide(deleted, [linked_to(deleted)]).unlink.reason == UnlinkReason.DELETED  # type: ignore[union-attr]
+    assert decide(appointment(status=AppointmentStatus.CANCELLED), [line()]).link is None
+
+
+def test_r10_a_link_that_still_fits_is_kept_one_that_does_not_moves_or_is_explained() -> None:
+    appt = appointment()
+    current = linked_to(appt)
+    assert decide(appt, [current]).keep == current
+    changed = replace(appt, practitioner_id="dr-b", version=2)
+    restricted = linked_to(appt, practitioner_ids=("dr-a",))
+    other = line(2)
+    moved = decide(changed, [restricted, other])
+    assert moved.unlink and moved.unlink.reason == UnlinkReason.NO_LONGER_FITS
+    assert moved.link and moved.link.line == other
+    stuck = decide(changed, [restricted])
+    assert (
+        stuck.unlink and stuck.link is None and stuck.explain is None
+    )  # its own line: not a candidate
+    # another package covering the fee with Dr A only explains the miss:
+    explained = decide(
+        changed, [restricted, line(2, practitioner_ids=("dr-a",), invoice_id=uuid4())]
+    )
+    assert explained.unlink and explained.explain
+
+
+def test_r8_an_appointment_staff_unlinked_is_never_linked_again() -> None:
+    assert decide(appointment(hand_unlinked=True), [line()]) == decide(appointment(), [])
+
+
+def test_a_line_refused_for_this_version_is_skipped_and_the_last_one_explained() -> None:
+    first, second = line(1), line(2)
+    appt = appointment(refused_line_ids=frozenset({first.line_id}))
+    assert decide(appt, [first, second]).link.line == second  # type: ignore[union-attr]
+    both = replace(appt, refused_line_ids=frozenset({first.line_id, second.line_id}))
+    decision = decide(both, [first, second])
+    assert decision.link is None and decision.explain
+    assert decision.explain.candidates[0].code == NoMatchCode.LINE_REQUESTED_ELSEWHERE
+
+
+def test_a_booking_from_an_invoice_line_is_left_to_invoicing() -> None:
+    appt = appointment(source=BookingSource.INVOICE)
+    assert decide(appt, [line(status="requested", appointment_id=appt.appointment_id)]) == decide(
+        appointment(), []
+    )
