@@ -325,12 +325,25 @@ async def line_linked(tx: Transaction, envelope: Envelope[LineLinked]) -> None:
     await tx.conn.execute(
         "DELETE FROM explanations WHERE appointment_id = $1", event.appointment_id
     )
+    # The appointment may have moved on while the link was on its way (cancelled, changed,
+    # moved): decide again now that the line is known to hold it.
+    appointment = await readmodel.appointment(tx.conn, event.appointment_id)
+    if appointment is not None and appointment.version != event.appointment_version:
+        moved = appointment.starts_at != event.line.appointment_starts_at
+        await reconsider(tx, appointment, rescheduled=moved, explain=False)
 
 
 async def line_unlinked(tx: Transaction, envelope: Envelope[LineUnlinked]) -> None:
     event = envelope.payload
     await readmodel.lock_patient(tx.conn, event.patient_id)
     await readmodel.set_line(tx.conn, event.line.line_id, "open", None)
+    if event.reason == UnlinkReason.INVOICE_VOIDED:
+        # Invoicing releases a void invoice's lines before it announces the void: the invoice
+        # must not look redeemable to the appointments those lines held (R13).
+        await tx.conn.execute(
+            "UPDATE invoices SET redeemable = false, unpaid = false WHERE invoice_id = $1",
+            event.invoice_id,
+        )
     if event.reason == UnlinkReason.UNASSIGNED_BY_STAFF:
         await tx.conn.execute(
             "UPDATE appointments SET hand_unlinked = true WHERE appointment_id = $1",

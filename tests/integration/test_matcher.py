@@ -1,0 +1,278 @@
+"""The matcher end to end with the real calendar and invoicing services: every trigger links the
+right line, releases it, or explains why not (issue: matcher)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from packline_contracts.appointments import (
+    CancelAppointment,
+    ChangeAppointment,
+    RescheduleAppointment,
+)
+from packline_contracts.invoices import (
+    LineForfeited,
+    LineLinked,
+    LineUnlinked,
+    UnlinkReason,
+    VoidPackageInvoice,
+)
+from packline_contracts.matching import AppointmentNotMatched, NoMatchCode
+from packline_contracts.types import LateCancelPolicy
+from packline_core.service import Service
+
+from tests.clinic import DR_A, DR_B, NORTHSIDE, SOUTHSIDE, booking, days_ahead, package, patient
+from tests.conftest import ReadEvents, StartService
+from tests.system import System, start_system
+
+pytestmark = pytest.mark.infra
+
+DR_A_NORTH = package("dr-a-north", count=2, practitioners=[DR_A], locations=[NORTHSIDE])
+ANYONE_5 = package("anyone-5", count=5)
+SHORT = package("short", count=1, days=30)
+POLICY = package("strict", count=2)
+POLICY = POLICY.model_copy(update={"late_cancel_policy": LateCancelPolicy(forfeit_within_hours=24)})
+
+
+@pytest.fixture
+async def system(start_service: StartService, producer: Any, read_events: ReadEvents) -> System:
+    return await start_system(
+        start_service, producer, read_events, [DR_A_NORTH, ANYONE_5, SHORT, POLICY]
+    )
+
+
+def linked(system: System, appointment_id: Any) -> Any:
+    return system.events.wait_for(LineLinked, lambda e: e.payload.appointment_id == appointment_id)
+
+
+async def panel(service: Service, appointment_id: Any) -> dict[str, Any]:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=service.http), base_url="http://x"
+    ) as c:
+        return dict((await c.get(f"/appointments/{appointment_id}")).json())
+
+
+async def test_r4_r5_a_booking_in_the_calendar_or_online_links_a_matching_line(
+    system: System,
+) -> None:
+    who = patient()
+    invoice = await system.buy(who, "dr-a-north")
+    staff = await system.book(booking(who, days_ahead(2)))
+    link = (await linked(system, staff)).payload
+    assert link.invoice_id == invoice.invoice_id and link.line.line_number == 1
+    from packline_contracts.types import BookingSource
+
+    online = await system.book(booking(who, days_ahead(3), source=BookingSource.ONLINE))
+    assert (await linked(system, online)).payload.line.line_number == 2
+
+
+async def test_r6_r7_restrictions_block_the_link_and_the_reason_is_published(
+    system: System,
+) -> None:
+    who = patient()
+    await system.buy(who, "dr-a-north")
+    wrong = await system.book(booking(who, days_ahead(2), practitioner=DR_B))
+    explained = await system.events.wait_for(
+        AppointmentNotMatched, lambda e: e.payload.appointment_id == wrong
+    )
+    candidate = explained.payload.candidates[0]
+    assert candidate.code == NoMatchCode.PRACTITIONER_NOT_ALLOWED
+    assert candidate.reason == "covers this fee only with Dr Adams"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=system.matcher.http), base_url="http://x"
+    ) as c:
+        shown = (await c.get(f"/appointments/{wrong}/explanation")).json()
+    assert "only with Dr Adams" in shown["summary"]
+    elsewhere = await system.book(booking(who, days_ahead(4), location=SOUTHSIDE))
+    explained = await system.events.wait_for(
+        AppointmentNotMatched, lambda e: e.payload.appointment_id == elsewhere
+    )
+    assert explained.payload.candidates[0].reason == "covers this fee only at Northside clinic"
+
+
+async def test_r11_the_line_expiring_first_is_used(system: System) -> None:
+    who = patient()
+    await system.buy(who, "anyone-5")
+    short = await system.buy(who, "short")
+    appointment = await system.book(booking(who, days_ahead(2)))
+    assert (await linked(system, appointment)).payload.invoice_id == short.invoice_id
+
+
+async def test_r9_cancel_releases_the_line_and_a_late_cancel_forfeits_it(system: System) -> None:
+    who = patient()
+    await system.buy(who, "strict")
+    early = booking(who, days_ahead(5))
+    late = booking(who, days_ahead(6))
+    for command in (early, late):
+        await system.book(command)
+        await linked(system, command.appointment_id)
+    await system.producer.send(
+        CancelAppointment(
+            patient_id=who,
+            appointment_id=early.appointment_id,
+            cancelled_by="patient",
+            cancelled_at=days_ahead(0),
+        )
+    )
+    released = await system.events.wait_for(
+        LineUnlinked, lambda e: e.payload.appointment_id == early.appointment_id
+    )
+    assert released.payload.reason == UnlinkReason.CANCELLED
+    assert released.payload.balance.remaining == 1
+    await system.producer.send(
+        CancelAppointment(
+            patient_id=who,
+            appointment_id=late.appointment_id,
+            cancelled_by="patient",
+            cancelled_at=late.starts_at - timedelta(hours=3),
+        )
+    )
+    forfeited = await system.events.wait_for(
+        LineForfeited, lambda e: e.payload.appointment_id == late.appointment_id
+    )
+    assert forfeited.payload.balance.used == 1 and forfeited.payload.balance.remaining == 1
+
+
+async def test_r10_reschedule_keeps_the_link_a_change_that_no_longer_fits_is_unlinked(
+    system: System,
+) -> None:
+    who = patient()
+    await system.buy(who, "dr-a-north")
+    command = booking(who, days_ahead(2))
+    await system.book(command)
+    first = (await linked(system, command.appointment_id)).payload
+    moved_to = days_ahead(3, hour=15)
+    await system.producer.send(
+        RescheduleAppointment(
+            patient_id=who,
+            appointment_id=command.appointment_id,
+            starts_at=moved_to,
+            requested_by="m",
+        )
+    )
+    relinked = await system.events.wait_for(
+        LineLinked,
+        lambda e: (
+            e.payload.appointment_id == command.appointment_id and e.payload.link_version == 2
+        ),
+    )
+    assert relinked.payload.line.line_id == first.line.line_id
+    assert relinked.payload.line.appointment_starts_at == moved_to
+    await system.producer.send(
+        ChangeAppointment(
+            patient_id=who,
+            appointment_id=command.appointment_id,
+            practitioner_id=DR_B,
+            requested_by="m",
+        )
+    )
+    unlinked = await system.events.wait_for(
+        LineUnlinked, lambda e: e.payload.appointment_id == command.appointment_id
+    )
+    assert unlinked.payload.reason == UnlinkReason.NO_LONGER_FITS
+    note = await _eventually_panel(system, command.appointment_id, lambda p: p["package"] is None)
+    assert note["practitioner_id"] == DR_B
+
+
+async def _eventually_panel(system: System, appointment_id: Any, test: Any) -> dict[str, Any]:
+    from tests.helpers import eventually
+
+    async def check() -> dict[str, Any] | None:
+        shown = await panel(system.calendar, appointment_id)
+        return shown if test(shown) else None
+
+    return await eventually(check, what="the appointment panel")
+
+
+async def test_r12_a_late_purchase_links_waiting_appointments_earliest_first(
+    system: System,
+) -> None:
+    who = patient()
+    later = await system.book(booking(who, days_ahead(6)))
+    sooner = await system.book(booking(who, days_ahead(4)))
+    past_free = booking(who, days_ahead(5), practitioner=DR_B)  # does not fit dr-a-north
+    await system.book(past_free)
+    await system.buy(who, "dr-a-north")
+    first = (await linked(system, sooner)).payload
+    second = (await linked(system, later)).payload
+    assert (first.line.line_number, second.line.line_number) == (1, 2)
+
+
+async def test_r8_an_appointment_unlinked_by_staff_is_not_linked_again(system: System) -> None:
+    who = patient()
+    invoice = await system.buy(who, "dr-a-north")
+    kept = await system.book(booking(who, days_ahead(2)))
+    link = (await linked(system, kept)).payload
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=system.invoicing.http), base_url="http://x"
+    ) as c:
+        answer = await c.delete(
+            f"/invoices/{invoice.invoice_id}/lines/{link.line.line_id}/appointment",
+            params={"unassigned_by": "maria"},
+        )
+    assert answer.status_code == 200
+    await system.events.wait_for(LineUnlinked, lambda e: e.payload.appointment_id == kept)
+    await system.matcher_has(
+        "SELECT 1 FROM appointments WHERE appointment_id = $1 AND hand_unlinked", kept
+    )
+    marker = await system.book(booking(who, days_ahead(3)))
+    assert (
+        await linked(system, marker)
+    ).payload.line.line_number == 1  # the freed line, not `kept`
+    shown = await panel(system.calendar, kept)
+    assert shown["package"] is None and shown["status"] == "booked"
+    assert not [
+        e
+        for e in system.events.received
+        if isinstance(e.payload, LineLinked)
+        and e.payload.appointment_id == kept
+        and e.payload.link_version > 1
+    ]
+
+
+async def test_r13_voiding_unlinks_and_the_appointment_matches_another_package(
+    system: System,
+) -> None:
+    who = patient()
+    short = await system.buy(who, "short")
+    appointment = await system.book(booking(who, days_ahead(2)))
+    assert (await linked(system, appointment)).payload.invoice_id == short.invoice_id
+    other = await system.buy(who, "anyone-5")
+    await system.producer.send(
+        VoidPackageInvoice(
+            patient_id=who, invoice_id=short.invoice_id, voided_by="manager", reason="error"
+        )
+    )
+    moved = await system.events.wait_for(
+        LineLinked,
+        lambda e: (
+            e.payload.appointment_id == appointment and e.payload.invoice_id == other.invoice_id
+        ),
+    )
+    assert moved.payload.link_version == 3
+
+
+async def test_i8_two_appointments_racing_for_the_last_session_one_wins_one_is_explained(
+    system: System,
+) -> None:
+    who = patient()
+    await system.buy(who, "short")
+    one, two = booking(who, days_ahead(2)), booking(who, days_ahead(3))
+    await system.producer.send(one)
+    await system.producer.send(two)
+    outcome = {}
+    for command in (one, two):
+        outcome[command.appointment_id] = await system.events.wait_for(
+            LineLinked | AppointmentNotMatched,  # type: ignore[arg-type]
+            lambda e, c=command: e.payload.appointment_id == c.appointment_id,
+        )
+    kinds = sorted(type(e.payload).__name__ for e in outcome.values())
+    assert kinds == ["AppointmentNotMatched", "LineLinked"]
+    explained = next(
+        e.payload for e in outcome.values() if isinstance(e.payload, AppointmentNotMatched)
+    )
+    assert explained.candidates[0].code == NoMatchCode.ALL_SESSIONS_BOOKED
+    assert explained.candidates[0].reason == "all 1 sessions booked"
