@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from packline_contracts.catalogue import DefineLocation, DefinePractitioner
+from packline_contracts.envelope import Envelope
 from packline_contracts.invoices import (
     InvoiceCommandRefused,
     IssuePackageInvoice,
@@ -30,8 +32,9 @@ from packline_contracts.invoices import (
     UnlinkReason,
     VoidPackageInvoice,
 )
-from packline_contracts.topics import INVOICING_EVENTS
+from packline_contracts.topics import INVOICING_COMMANDS, INVOICING_EVENTS, dead_letter_topic
 from packline_contracts.types import Appointment, AppointmentStatus, BookingSource
+from packline_core import deadletters
 from packline_core.service import Service
 from packline_invoicing import commands
 
@@ -520,3 +523,53 @@ async def test_bad_requests_are_refused_with_reasons(
         InvoiceCommandRefused, lambda e: e.payload.command_type == "RecordPayment"
     )
     assert "of this patient" in refused.payload.reason
+
+
+async def test_staff_sell_a_package_over_http_and_bad_packages_are_dead_lettered(
+    invoicing: Service, producer: Any, infrastructure: Any, read_events: ReadEvents
+) -> None:
+    events = await read_events(INVOICING_EVENTS)
+    who = patient()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=invoicing.http), base_url="http://x"
+    ) as client:
+        sold = await client.post(
+            "/invoices",
+            json={"patient_id": who, "package_id": "massage-2-dr-a", "issued_by": "maria"},
+        )
+        assert sold.status_code == 201, sold.text
+        body = sold.json()
+        assert body["balance_text"].startswith("2 of 2 left, expires ")
+        assert [line["shows"] for line in body["lines"]] == ["Unassigned", "Unassigned"]
+        listed = (await client.get(f"/patients/{who}/invoices")).json()
+    assert [invoice["invoice_id"] for invoice in listed] == [body["invoice_id"]]
+    issued = await events.wait_for(
+        PackageInvoiceIssued, lambda e: str(e.payload.invoice_id) == body["invoice_id"]
+    )
+    assert issued.payload.invoice.channel == PurchaseChannel.STAFF
+
+    no_items = package("empty").model_dump(mode="json")
+    no_items["items"] = []
+    negative = package("negative").model_dump(mode="json")
+    negative["price_cents"] = -1
+    for payload in (no_items, negative):
+        envelope = Envelope.wrap(package(), producer="test").model_dump(mode="json")
+        envelope["payload"] = payload
+        await producer._producer.send_and_wait(
+            producer.topic_prefix + INVOICING_COMMANDS.name,
+            json.dumps(envelope).encode(),
+            b"invoicing-catalogue",
+        )
+    topic = invoicing.settings.topic(dead_letter_topic("invoicing"))
+
+    async def two_dead_letters() -> list[Any] | None:
+        letters = await deadletters.read_all(infrastructure.kafka_bootstrap, topic)
+        return letters if len(letters) >= 2 else None
+
+    letters = await eventually(two_dead_letters, what="the two bad packages")
+    reasons = [dict(letter.headers)["dead-letter-reason"].decode() for letter in letters]
+    assert "payload.items: List should have at least 1 item" in reasons[0]
+    assert "payload.price_cents: Input should be greater than or equal to 0" in reasons[1]
+    assert not await invoicing.pool.fetchval(
+        "SELECT count(*) FROM packages WHERE package_id IN ('empty', 'negative')"
+    )

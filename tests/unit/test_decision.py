@@ -153,6 +153,8 @@ def test_r10_a_link_that_still_fits_is_kept_one_that_does_not_moves_or_is_explai
     moved = decide(changed, [restricted, other])
     assert moved.unlink and moved.unlink.reason == UnlinkReason.NO_LONGER_FITS
     assert moved.link and moved.link.line == other
+    other_fee = decide(replace(appt, fee_ids=("physio",), version=2), [current])
+    assert other_fee.unlink and other_fee.unlink.reason == UnlinkReason.NO_LONGER_FITS
     stuck = decide(changed, [restricted])
     assert (
         stuck.unlink and stuck.link is None and stuck.explain is None

@@ -30,6 +30,15 @@ def register_http(service: Service) -> None:
             )
         return {**appointments.as_json(appointment), "package": package_note(note)}
 
+    @http.get("/links", tags=["operations"])
+    async def links() -> list[dict[str, Any]]:
+        """Every package note that says an appointment redeems a line (for reconcile)."""
+        rows = await service.pool.fetch(
+            "SELECT appointment_id, invoice_id, line_id, state FROM package_notes"
+            " WHERE state IN ('linked', 'forfeited')"
+        )
+        return [dict(row) for row in rows]
+
     @http.get("/patients/{patient_id}/appointments", tags=["appointments"])
     async def patient_appointments(patient_id: str) -> list[dict[str, Any]]:
         async with service.pool.acquire() as conn:

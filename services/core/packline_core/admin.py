@@ -3,6 +3,7 @@
     packline-admin create-topics [--partitions N] [--replication-factor N]
     packline-admin dead-letters list --service calendar
     packline-admin dead-letters redrive --service calendar (--all | --at PARTITION:OFFSET ...)
+    packline-admin reconcile [--calendar-url U] [--invoicing-url U] [--matcher-url U]
 
 Every command reads PACKLINE_KAFKA_BOOTSTRAP_SERVERS and PACKLINE_TOPIC_PREFIX like the services.
 """
@@ -14,9 +15,11 @@ import asyncio
 import json
 import os
 
+import httpx
 from packline_contracts.topics import SERVICES, dead_letter_topic
 
 from packline_core import deadletters
+from packline_core.reconcile import reconcile
 from packline_core.topics import create_topics
 
 # The environment variables packline-admin reads (docker-compose.yml is checked against them).
@@ -60,7 +63,32 @@ def _parser() -> argparse.ArgumentParser:
                 metavar="PARTITION:OFFSET",
                 help="a dead letter's place on the dead-letter topic (see 'list'); repeatable",
             )
+    check = commands.add_parser(
+        "reconcile", help="check that the three services agree on every link (I3); exit 1 if not"
+    )
+    for name, port in (("calendar", 8081), ("invoicing", 8082), ("matcher", 8083)):
+        check.add_argument(f"--{name}-url", default=f"http://127.0.0.1:{port}")
     return parser
+
+
+async def _reconcile(args: argparse.Namespace) -> bool:
+    urls = {name: getattr(args, f"{name}_url") for name in ("calendar", "invoicing", "matcher")}
+    clients = {name: httpx.AsyncClient(base_url=url, timeout=30) for name, url in urls.items()}
+    try:
+        result = await reconcile(clients)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    for line in result.pending:
+        print(f"pending: {line}")
+    for line in result.disagreements:
+        print(f"DISAGREE: {line}")
+    verdict = "agree" if result.agreed else "do NOT agree"
+    print(
+        f"{result.links} link(s); the three services {verdict}"
+        + (" (not quiet yet: run again)" if result.pending and not result.disagreements else "")
+    )
+    return result.agreed
 
 
 async def _dead_letters(args: argparse.Namespace) -> None:
@@ -114,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
             print("all topics exist")
     elif args.command == "dead-letters":
         asyncio.run(_dead_letters(args))
+    elif args.command == "reconcile" and not asyncio.run(_reconcile(args)):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

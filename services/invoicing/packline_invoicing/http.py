@@ -59,6 +59,15 @@ def register_http(service: Service) -> None:
             }
         return shown(invoice, notes)
 
+    @http.get("/links", tags=["operations"])
+    async def links() -> list[dict[str, Any]]:
+        """Every line holding an appointment: the authority for packline-admin reconcile."""
+        rows = await service.pool.fetch(
+            "SELECT appointment_id, invoice_id, line_id, status AS state FROM invoice_lines"
+            " WHERE status IN ('linked', 'forfeited')"
+        )
+        return [dict(row) for row in rows]
+
     @http.get("/patients/{patient_id}/invoices", tags=["package invoices"])
     async def patient_invoices(patient_id: str) -> list[dict[str, Any]]:
         async with service.pool.acquire() as conn:

@@ -125,7 +125,7 @@ def decide(
     if current is not None:
         if current.status == "requested":
             return Decision()  # an answer is on its way
-        if problem(appointment, current, names) is None:
+        if current.fee_id in appointment.fee_ids and problem(appointment, current, names) is None:
             return Decision(keep=current)
         unlink = Unlink(current, UnlinkReason.NO_LONGER_FITS)
         rest = [line for line in lines if line.line_id != current.line_id]

@@ -31,6 +31,17 @@ def register_http(service: Service) -> None:
             "explained_at": row["explained_at"],
         }
 
+    @service.http.get("/links", tags=["operations"])
+    async def all_links() -> list[dict[str, Any]]:
+        """The read model's links, and the links it is waiting to hear about (for reconcile)."""
+        rows = await service.pool.fetch(
+            "SELECT appointment_id, invoice_id, line_id,"
+            " CASE status WHEN 'requested' THEN 'pending' ELSE status END AS state"
+            " FROM lines WHERE status IN ('linked', 'forfeited', 'requested')"
+            " AND appointment_id IS NOT NULL"
+        )
+        return [dict(row) for row in rows]
+
     @service.http.get("/patients/{patient_id}/links", tags=["matching"])
     async def links(patient_id: str) -> dict[str, Any]:
         """The read model's view of which line holds which appointment."""
