@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -58,6 +59,15 @@ def register_http(service: Service) -> None:
                 row["line_id"]: row["note"] for row in await invoices.lines_of(conn, invoice_id)
             }
         return shown(invoice, notes)
+
+    @http.get("/packages/{package_id}", tags=["catalogue"])
+    async def package_terms(package_id: str) -> dict[str, Any]:
+        terms = await service.pool.fetchval(
+            "SELECT terms FROM packages WHERE package_id = $1", package_id
+        )
+        if terms is None:
+            raise HTTPException(404, f"no package {package_id}")
+        return dict(json.loads(terms))
 
     @http.get("/links", tags=["operations"])
     async def links() -> list[dict[str, Any]]:
