@@ -269,8 +269,8 @@ async def catalogue_ready(invoicing: httpx.AsyncClient, calendar: httpx.AsyncCli
             "duration_minutes": 5,
         },
     )
-    fee = await calendar.get("/health/ready")
-    return known.status_code == 200 and fee.status_code == 200 and await package_known(invoicing)
+    fees = [fee["fee_id"] for fee in (await calendar.get("/fees")).json()]
+    return known.status_code == 200 and "massage-60" in fees and await package_known(invoicing)
 
 
 async def package_known(invoicing: httpx.AsyncClient) -> bool:

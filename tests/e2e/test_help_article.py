@@ -148,7 +148,8 @@ async def clinic(
                 },
             )
             known = await system.http["invoicing"].get(f"/packages/{SHORT.package_id}")
-            return answer.status_code == 200 and known.status_code == 200
+            fees = (await system.http["calendar"].get("/fees")).json()
+            return answer.status_code == 200 and known.status_code == 200 and len(fees) == 2
 
         await eventually(catalogue_ready, what="the directory and catalogue to be loaded")
         yield Clinic(system, producer, events)

@@ -30,6 +30,14 @@ def register_http(service: Service) -> None:
             )
         return {**appointments.as_json(appointment), "package": package_note(note)}
 
+    @http.get("/fees", tags=["appointments"])
+    async def fees() -> list[dict[str, Any]]:
+        """The fees an appointment can have (from invoicing's catalogue), with their durations."""
+        rows = await service.pool.fetch(
+            "SELECT fee_id, name, duration_minutes FROM fees ORDER BY name"
+        )
+        return [dict(row) for row in rows]
+
     @http.get("/links", tags=["operations"])
     async def links() -> list[dict[str, Any]]:
         """Every package note that says an appointment redeems a line (for reconcile)."""
