@@ -36,7 +36,6 @@ from packline_contracts.invoices import (
 )
 from packline_contracts.matching import AppointmentNotMatched, CandidatePackage
 from packline_contracts.types import Appointment as AppointmentSnapshot
-from packline_contracts.types import AppointmentStatus, BookingSource
 from packline_core.consumer import MessageConsumer
 from packline_core.outbox import Transaction
 
@@ -88,11 +87,12 @@ async def appointment_changed(tx: Transaction, envelope: Envelope[AppointmentEve
     cancelled_at = event.cancelled_at if isinstance(event, AppointmentCancelled) else None
     stored = await tx.conn.fetchval(
         "INSERT INTO appointments (appointment_id, patient_id, version, practitioner_id,"
-        " location_id, starts_at, fee_ids, status, source, cancelled_at, duration_minutes)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " location_id, starts_at, fee_ids, status, source, cancelled_at, duration_minutes,"
+        " snapshot)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         " ON CONFLICT (appointment_id) DO UPDATE SET version = $3, practitioner_id = $4,"
         " location_id = $5, starts_at = $6, fee_ids = $7, status = $8, cancelled_at = $10,"
-        " duration_minutes = $11, refused_line_ids = '{}'"
+        " duration_minutes = $11, snapshot = $12, refused_line_ids = '{}'"
         " WHERE appointments.version < $3 RETURNING 1",
         snapshot.appointment_id,
         snapshot.patient_id,
@@ -105,6 +105,7 @@ async def appointment_changed(tx: Transaction, envelope: Envelope[AppointmentEve
         snapshot.source.value,
         cancelled_at,
         snapshot.duration_minutes,
+        snapshot.model_dump_json(),
     )
     if not stored:
         return  # an older version than we know: a replay changes nothing
@@ -132,22 +133,10 @@ async def reconsider(
 
 
 async def snapshot_of(tx: Transaction, appointment: Appointment) -> AppointmentSnapshot:
-    row = await tx.conn.fetchrow(
-        "SELECT * FROM appointments WHERE appointment_id = $1", appointment.appointment_id
+    stored = await tx.conn.fetchval(
+        "SELECT snapshot FROM appointments WHERE appointment_id = $1", appointment.appointment_id
     )
-    assert row is not None
-    return AppointmentSnapshot(
-        appointment_id=row["appointment_id"],
-        version=row["version"],
-        patient_id=row["patient_id"],
-        practitioner_id=row["practitioner_id"],
-        location_id=row["location_id"],
-        starts_at=row["starts_at"],
-        duration_minutes=row["duration_minutes"],
-        fee_ids=list(row["fee_ids"]),
-        status=AppointmentStatus(row["status"]),
-        source=BookingSource(row["source"]),
-    )
+    return AppointmentSnapshot.model_validate_json(stored)
 
 
 async def apply(

@@ -42,7 +42,8 @@ CREATE TABLE appointments (
     source          text NOT NULL,
     cancelled_at    timestamptz,
     hand_unlinked   boolean NOT NULL DEFAULT false,  -- R8: never linked again on our own
-    refused_line_ids uuid[] NOT NULL DEFAULT '{}'     -- lines invoicing refused for this version
+    refused_line_ids uuid[] NOT NULL DEFAULT '{}',    -- lines invoicing refused for this version
+    snapshot        jsonb NOT NULL                   -- the event's appointment, sent in link commands
 );
 CREATE INDEX appointments_waiting ON appointments (patient_id, starts_at);
 
