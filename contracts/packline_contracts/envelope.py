@@ -213,8 +213,13 @@ def decode(
     value: bytes | None,
     headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] = (),
     key: bytes | None = None,
+    *,
+    require_key: bool = False,
 ) -> Envelope[Any]:
-    """Validate a Kafka record into an envelope; raise :class:`InvalidMessage` naming the field."""
+    """Validate a Kafka record into an envelope; raise :class:`InvalidMessage` naming the field.
+
+    With ``require_key`` (Packline's consumers) a record without a key is refused: it would have
+    landed on any partition, out of order with the rest of its patient's messages."""
     if value is None:
         raise InvalidMessage.single("value", "the record has no value")
     if len(value) > MAX_MESSAGE_BYTES:
@@ -244,6 +249,10 @@ def decode(
                 for problem in error.errors()
             ]
         ) from None
+    if require_key and key is None:
+        raise InvalidMessage.single(
+            "key", f"missing; this message must be keyed by {envelope.key!r}"
+        )
     _check_agreement(envelope, dict(headers), key)
     return envelope
 

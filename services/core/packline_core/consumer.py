@@ -142,7 +142,7 @@ class MessageConsumer:
         items: list[Item] = []
         for record in records:
             try:
-                envelope = decode(record.value, record.headers, record.key)
+                envelope = decode(record.value, record.headers, record.key, require_key=True)
             except InvalidMessage as error:
                 await self._dead_letter(record, f"invalid message: {error}", error, attempts=1)
                 await self._answer_invalid(record, error)
