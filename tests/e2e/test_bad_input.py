@@ -10,7 +10,11 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from packline_contracts.appointments import AppointmentBooked, AppointmentChangeRefused
+from packline_contracts.appointments import (
+    AppointmentBooked,
+    AppointmentChangeRefused,
+    BookingRefused,
+)
 from packline_contracts.envelope import MAX_MESSAGE_BYTES, Envelope, encode
 from packline_contracts.topics import CALENDAR_COMMANDS, CALENDAR_EVENTS, dead_letter_topic
 from packline_core import deadletters
