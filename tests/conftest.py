@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from packline_contracts.client import PacklineConsumer, PacklineProducer
 from packline_contracts.topics import Topic
 from packline_core.service import Service
@@ -82,11 +83,22 @@ def test_id() -> str:
 
 
 @pytest.fixture
-async def topic_prefix(infrastructure: Infrastructure, test_id: str) -> str:
+async def topic_prefix(infrastructure: Infrastructure, test_id: str) -> AsyncIterator[str]:
     """A prefix private to this test; the registry's topics are created under it."""
     prefix = f"test-{test_id}."
-    await create_topics(infrastructure.kafka_bootstrap, partitions=TEST_PARTITIONS, prefix=prefix)
-    return prefix
+    created = await create_topics(
+        infrastructure.kafka_bootstrap, partitions=TEST_PARTITIONS, prefix=prefix
+    )
+    yield prefix
+    # Thousands of left-over partitions would slow the broker down for the tests after this one.
+    admin = AIOKafkaAdminClient(bootstrap_servers=infrastructure.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(created)
+    except Exception as error:  # the broker may be restarting (fault suite): not this test's fault
+        print(f"could not delete this test's topics: {error!r}")
+    finally:
+        await admin.close()
 
 
 CreateDatabase = Callable[[str], Awaitable[str]]

@@ -15,7 +15,7 @@ PACKLINE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 : "${PACKLINE_KAFKA_PORT:=9092}"
 : "${PACKLINE_KAFKA_CONTROLLER_PORT:=9093}"
 : "${PACKLINE_KAFKA_DATA_DIR:=$PACKLINE_STATE_DIR/kafka}"
-: "${PACKLINE_KAFKA_HEAP:=512m}"
+: "${PACKLINE_KAFKA_HEAP:=1g}"
 # Partitions of every Packline topic: the most replicas of a consumer that can do work at once.
 : "${PACKLINE_PARTITIONS:=12}"
 
