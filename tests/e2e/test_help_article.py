@@ -28,12 +28,13 @@ from packline_contracts.invoices import (
     LineUnlinked,
     PackageInvoiceIssued,
     PurchaseChannel,
+    RecordPayment,
     UnlinkReason,
     VoidPackageInvoice,
 )
 from packline_contracts.matching import AppointmentNotMatched, NoMatchCode
 from packline_contracts.topics import CALENDAR_EVENTS, INVOICING_EVENTS, MATCHER_EVENTS
-from packline_contracts.types import BookingSource
+from packline_contracts.types import BookingSource, Restriction
 
 from tests.clinic import (
     DR_A,
@@ -154,6 +155,63 @@ async def clinic(
         await eventually(catalogue_ready, what="the directory and catalogue to be loaded")
         yield Clinic(system, producer, events)
         await system.reconcile()  # after every scenario: I3
+
+
+# --- The catalogue and the purchase (R1, R2) ---------------------------------------------------
+
+
+async def test_a_package_sold_with_narrower_restrictions_and_paid_before_use(
+    clinic: Clinic,
+) -> None:
+    prepaid = package("prepaid-any", count=2, pay_before_use=True, price_cents=18000)
+    await clinic.producer.send(prepaid)
+
+    async def defined() -> bool:
+        return (await clinic.http("invoicing").get("/packages/prepaid-any")).status_code == 200
+
+    await eventually(defined, what="the new package")
+    terms = (await clinic.http("invoicing").get("/packages/prepaid-any")).json()
+    assert terms["pay_before_use"] is True and terms["practitioners"]["ids"] is None
+    who = patient()
+    invoice_id = uuid4()
+    await clinic.producer.send(
+        IssuePackageInvoice(
+            patient_id=who,
+            invoice_id=invoice_id,
+            package_id="prepaid-any",
+            channel=PurchaseChannel.STAFF,
+            issued_by="reception:maria",
+            issued_at=datetime.now(UTC),
+            practitioners=Restriction(ids=[DR_B]),
+            locations=Restriction(ids=[NORTHSIDE]),
+        )
+    )
+    issued = await clinic.events.wait_for(
+        PackageInvoiceIssued, lambda e: e.payload.invoice_id == invoice_id
+    )
+    lines = issued.payload.invoice.lines
+    assert [line.practitioners.ids for line in lines] == [[DR_B], [DR_B]]  # chosen at sale
+    assert issued.payload.invoice.redeemable is False  # must be paid first
+    await eventually(lambda: clinic._matcher_knows(who, invoice_id), what="the matcher")
+    unpaid = await clinic.book(booking(who, days_ahead(3), practitioner=DR_B))
+    why = await clinic.events.wait_for(
+        AppointmentNotMatched, lambda e: e.payload.appointment_id == unpaid
+    )
+    assert why.payload.candidates[0].code == NoMatchCode.UNPAID
+    await clinic.producer.send(
+        RecordPayment(
+            patient_id=who,
+            invoice_id=invoice_id,
+            payment_id=uuid4(),
+            amount_cents=18000,
+            paid_at=datetime.now(UTC),
+            recorded_by="payments",
+        )
+    )
+    link = await clinic.linked(unpaid)  # R12: paid now, the waiting appointment is linked
+    assert link.invoice_id == invoice_id
+    shown = await clinic.invoice(invoice_id)
+    assert shown["status"] == "paid" and shown["paid_cents"] == 18000 and shown["redeemable"]
 
 
 # --- "From the invoice" (R3) ------------------------------------------------------------------
