@@ -436,14 +436,8 @@ async def test_a_late_purchase_links_upcoming_appointments_earliest_first(clinic
 
 
 async def _matcher_has_appointments(clinic: Clinic, who: str, count: int) -> bool:
-    # The matcher has no per-patient appointment list; its explanations and links are enough:
-    # with no package yet, it records appointments silently, so wait on the calendar's events.
-    booked = [
-        e
-        for e in clinic.events.received
-        if isinstance(e.payload, AppointmentBooked) and e.patient_id == who
-    ]
-    return len(booked) >= count
+    seen = (await clinic.http("matcher").get(f"/patients/{who}/appointments")).json()
+    return len(seen) >= count
 
 
 async def test_voiding_unlinks_and_the_appointment_moves_to_another_package(clinic: Clinic) -> None:

@@ -42,6 +42,16 @@ def register_http(service: Service) -> None:
         )
         return [dict(row) for row in rows]
 
+    @service.http.get("/patients/{patient_id}/appointments", tags=["matching"])
+    async def appointments(patient_id: str) -> list[dict[str, Any]]:
+        """The appointments the matcher has seen for a patient, as it knows them."""
+        rows = await service.pool.fetch(
+            "SELECT appointment_id, version, starts_at, status, hand_unlinked FROM appointments"
+            " WHERE patient_id = $1 ORDER BY starts_at",
+            patient_id,
+        )
+        return [dict(row) for row in rows]
+
     @service.http.get("/patients/{patient_id}/links", tags=["matching"])
     async def links(patient_id: str) -> dict[str, Any]:
         """The read model's view of which line holds which appointment."""
