@@ -41,6 +41,8 @@ KAFKA = os.environ.get("PACKLINE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 CALENDAR = f"http://127.0.0.1:{os.environ.get('PACKLINE_CALENDAR_HTTP_PORT', '8081')}"
 INVOICING = f"http://127.0.0.1:{os.environ.get('PACKLINE_INVOICING_HTTP_PORT', '8082')}"
 MATCHER = f"http://127.0.0.1:{os.environ.get('PACKLINE_MATCHER_HTTP_PORT', '8083')}"
+TOKEN = os.environ.get("PACKLINE_STAFF_TOKEN")
+STAFF = {"Authorization": f"Bearer {TOKEN}"} if TOKEN else {}
 
 
 def say(text: str) -> None:
@@ -67,9 +69,9 @@ async def main() -> None:
             group_id=f"packline-demo-{run}",
             from_beginning=False,
         ) as events,
-        httpx.AsyncClient(base_url=INVOICING, timeout=10) as invoicing,
-        httpx.AsyncClient(base_url=CALENDAR, timeout=10) as calendar,
-        httpx.AsyncClient(base_url=MATCHER, timeout=10) as matcher,
+        httpx.AsyncClient(base_url=INVOICING, headers=STAFF, timeout=10) as invoicing,
+        httpx.AsyncClient(base_url=CALENDAR, headers=STAFF, timeout=10) as calendar,
+        httpx.AsyncClient(base_url=MATCHER, headers=STAFF, timeout=10) as matcher,
     ):
         await asyncio.sleep(0)  # the reader joins its group before anything is sent
         say("Setting up the clinic: Dr Adams and Dr Baker, Northside and Southside clinics,")

@@ -68,14 +68,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name, port in (("calendar", 8081), ("invoicing", 8082), ("matcher", 8083)):
         check.add_argument(f"--{name}-url", default=f"http://127.0.0.1:{port}")
+    check.add_argument(
+        "--token",
+        default=os.environ.get("PACKLINE_STAFF_TOKEN"),
+        help="a staff token of the services (default: PACKLINE_STAFF_TOKEN)",
+    )
     return parser
 
 
 async def _reconcile(args: argparse.Namespace) -> bool:
     urls = {name: getattr(args, f"{name}_url") for name in ("calendar", "invoicing", "matcher")}
-    clients = {name: httpx.AsyncClient(base_url=url, timeout=30) for name, url in urls.items()}
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    clients = {
+        name: httpx.AsyncClient(base_url=url, headers=headers, timeout=30)
+        for name, url in urls.items()
+    }
     try:
         result = await reconcile(clients)
+    except httpx.HTTPError as error:
+        print(f"cannot read the services' links: {error!r} (are they running? is the token right?)")
+        return False
     finally:
         for client in clients.values():
             await client.aclose()

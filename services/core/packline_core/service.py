@@ -25,6 +25,7 @@ from packline_contracts.envelope import Envelope
 from packline_contracts.topics import consumer as consumer_spec
 
 from packline_core import migrations
+from packline_core.auth import protect
 from packline_core.consumer import ConsumerSettings, MessageConsumer
 from packline_core.db import Connection
 from packline_core.metrics import ServiceMetrics
@@ -72,6 +73,7 @@ class Service:
         )
         self.consumers: list[MessageConsumer] = []
         self.http = FastAPI(title=f"Packline {name}", lifespan=self._lifespan)
+        protect(self.http, settings)
         self._pool: asyncpg.Pool | None = None
         self._relay_task: asyncio.Task[None] | None = None
         self._running = False

@@ -12,7 +12,7 @@ import socket
 from typing import Literal, TypeVar
 
 from packline_contracts.topics import Topic
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "PACKLINE_"
@@ -50,6 +50,14 @@ class ServiceSettings(BaseSettings):
     )
     outbox_retention_hours: float = Field(
         default=24, gt=0, description="How long sent outbox rows are kept before pruning."
+    )
+    staff_tokens: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated bearer tokens accepted on the staff HTTP API; unset: open "
+        "(development only).",
+    )
+    open_operations: bool = Field(
+        default=True, description="Health and metrics answer without a token."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -22,7 +22,7 @@ from packline_contracts.types import BookingSource, InvoiceLineRef
 from packline_core.consumer import MessageConsumer
 from packline_core.outbox import Transaction
 from packline_core.service import Service
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, SecretStr
 
 from packline_invoicing import commands, invoices
 
@@ -53,7 +53,11 @@ def only(allowed: list[str] | None, chosen: str | None, what: str) -> str:
     )
 
 
-def register_booking(service: Service, calendar_url: str) -> None:
+def register_booking(service: Service, calendar_url: str, calendar_token: SecretStr | None) -> None:
+    headers = (
+        {"Authorization": f"Bearer {calendar_token.get_secret_value()}"} if calendar_token else {}
+    )
+
     http = service.http
 
     async def open_line(conn: Any, invoice_id: UUID, line_id: UUID, *, lock: bool = False) -> Any:
@@ -75,7 +79,7 @@ def register_booking(service: Service, calendar_url: str) -> None:
             line = await open_line(conn, invoice_id, line_id)
             duration = duration_minutes or await fee_duration(conn, line["fee_id"])
         practitioner = only(line["practitioner_ids"], practitioner_id, "practitioner")
-        async with httpx.AsyncClient(base_url=calendar_url, timeout=5) as client:
+        async with httpx.AsyncClient(base_url=calendar_url, headers=headers, timeout=5) as client:
             answer = await client.get(
                 "/availability",
                 params={

@@ -26,5 +26,5 @@ def create_service(settings: InvoicingSettings | None = None) -> Service:
     register_commands(service.consumer("commands"))
     register_booking_results(service.consumer("booking-results"))
     register_http(service)
-    register_booking(service, settings.calendar_url)
+    register_booking(service, settings.calendar_url, settings.calendar_token)
     return service

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from packline_core.settings import ServiceSettings
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 
 class InvoicingSettings(ServiceSettings):
@@ -17,4 +17,7 @@ class InvoicingSettings(ServiceSettings):
         default="http://127.0.0.1:8081",
         pattern=r"^https?://",
         description="The calendar's HTTP API, asked for Check Availability (R3).",
+    )
+    calendar_token: SecretStr | None = Field(
+        default=None, description="A staff token the calendar accepts (when it requires one)."
     )
