@@ -22,11 +22,13 @@ DR_A, DR_B = "dr-adams", "dr-baker"
 NORTHSIDE, SOUTHSIDE = "northside", "southside"
 MASSAGE_60, MASSAGE_30 = "massage-60", "massage-30"
 
+# Directory commands share one key, so they apply in this order: once Dr Baker is known, so is
+# everything before him. Tests wait for that before booking (bookings have other keys).
 SETUP: list[Message] = [
-    DefinePractitioner(practitioner_id=DR_A, name="Dr Adams"),
-    DefinePractitioner(practitioner_id=DR_B, name="Dr Baker"),
     DefineLocation(location_id=NORTHSIDE, name="Northside clinic"),
     DefineLocation(location_id=SOUTHSIDE, name="Southside clinic"),
+    DefinePractitioner(practitioner_id=DR_A, name="Dr Adams"),
+    DefinePractitioner(practitioner_id=DR_B, name="Dr Baker"),
     FeeDefined(
         fee_id=MASSAGE_60,
         name="60-min massage",

@@ -74,7 +74,9 @@ async def test_every_kind_of_bad_input_is_dead_lettered_with_its_reason(
         await producer.send(message)
 
     async def ready() -> bool:
-        return bool(await calendar.pool.fetchval("SELECT count(*) FROM fees") == 2)
+        fees = await calendar.pool.fetchval("SELECT count(*) FROM fees")
+        people = await calendar.pool.fetchval("SELECT count(*) FROM practitioners")
+        return bool(fees == 2 and people == 2)
 
     await eventually(ready, what="the calendar's fees")
     events = await read_events(CALENDAR_EVENTS)

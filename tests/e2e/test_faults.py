@@ -182,8 +182,16 @@ async def test_nothing_is_lost_or_applied_twice_under_faults(
             )
             await invoicing_db.close()
             calendar_db = await asyncpg.connect(urls["calendar"])
+            # The directory and the fees have keys of their own, not the patients': wait for
+            # them, or the first bookings would be refused for an unknown practitioner.
             await eventually(
-                lambda: _fetch(calendar_db, "SELECT count(*) = 2 FROM fees"), what="fees"
+                lambda: _fetch(
+                    calendar_db,
+                    "SELECT (SELECT count(*) FROM fees) = 2"
+                    " AND (SELECT count(*) FROM practitioners) = 2"
+                    " AND (SELECT count(*) FROM locations) = 2",
+                ),
+                what="the calendar's directory and fees",
             )
             await calendar_db.close()
             rounds = workload()

@@ -77,7 +77,7 @@ async def run(
 ) -> dict[tuple[str, int], Any]:
     await create_topics(infrastructure.kafka_bootstrap, partitions=TEST_PARTITIONS, prefix=prefix)
     options = {"topic_prefix": prefix}
-    await start_service("calendar", **options)
+    calendar = await start_service("calendar", **options)
     invoicing = await start_service("invoicing", **options)
     matcher_db = await create_database(f"matcher{matchers}")
     replicas = [
@@ -98,6 +98,11 @@ async def run(
             return bool(await invoicing.pool.fetchval("SELECT count(*) FROM packages") == 1)
 
         await eventually(catalogue_loaded, what="the package (its key is not the patients')")
+
+        async def directory_loaded() -> bool:
+            return bool(await calendar.pool.fetchval("SELECT count(*) FROM practitioners") == 2)
+
+        await eventually(directory_loaded, what="the calendar's practitioners")
         for message in purchases:
             await producer.send(message)
 
