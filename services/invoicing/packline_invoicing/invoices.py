@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -162,7 +161,3 @@ async def next_link_version(conn: Connection, appointment_id: UUID) -> int:
         appointment_id,
     )
     return version
-
-
-def as_json(value: Any) -> str:
-    return json.dumps(value)

@@ -11,7 +11,7 @@ lowest line number (R11).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
@@ -92,7 +92,6 @@ class Decision:
     link: Link | None = None
     explain: Explain | None = None
     keep: Line | None = None  # linked, still fits: the line's date follows a reschedule
-    notes: list[str] = field(default_factory=list)
 
 
 def decide(
