@@ -29,6 +29,11 @@ from packline_core.topics import create_topics
 
 TEST_PARTITIONS = 3
 
+# Services started by tests (in this process or as child processes, which inherit the
+# environment) serve their staff API without a token unless a test configures tokens; without
+# this explicit development switch a service refuses to start with no token.
+os.environ.setdefault("PACKLINE_STAFF_API_OPEN", "true")
+
 
 @dataclass(frozen=True)
 class Infrastructure:

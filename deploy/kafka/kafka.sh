@@ -52,11 +52,17 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$PACKLINE_KAFKA_HOST:$PACKLINE_KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$PACKLINE_KAFKA_HOST:$PACKLINE_KAFKA_PORT,CONTROLLER://$PACKLINE_KAFKA_HOST:$PACKLINE_KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$PACKLINE_KAFKA_HOST:$PACKLINE_KAFKA_PORT
+listeners=PLAINTEXT://$PACKLINE_KAFKA_HOST:$PACKLINE_KAFKA_PORT,CONTROLLER://$PACKLINE_KAFKA_HOST:$PACKLINE_KAFKA_CONTROLLER_PORT,SASL_SSL://$PACKLINE_KAFKA_HOST:$PACKLINE_KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://$PACKLINE_KAFKA_HOST:$PACKLINE_KAFKA_PORT,SASL_SSL://$PACKLINE_KAFKA_HOST:$PACKLINE_KAFKA_SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+# The SASL_SSL listener is what a production cluster looks like: SCRAM-SHA-256 users (created
+# by 'kafka.sh start', see scram_user) over TLS with the certificate from deploy/tls/certs.sh.
+sasl.enabled.mechanisms=SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$PACKLINE_TLS_DIR/kafka.pem
 log.dirs=$DATA/log
 # Topics are created by the project from the contracts' registry, never by a typo.
 auto.create.topics.enable=false
@@ -74,8 +80,16 @@ log.retention.hours=168
 PROPS
 }
 
+# The SCRAM user of the SASL_SSL listener; setting the same password again changes nothing.
+scram_user() {
+  java_tool kafka.admin.ConfigCommand --bootstrap-server "$BOOTSTRAP" --alter \
+    --entity-type users --entity-name "$PACKLINE_KAFKA_SASL_USERNAME" \
+    --add-config "SCRAM-SHA-256=[iterations=8192,password=$PACKLINE_KAFKA_SASL_PASSWORD]" >/dev/null
+}
+
 start() {
   fetch
+  "$PACKLINE_ROOT/deploy/tls/certs.sh" >/dev/null
   if pid_alive "$PIDFILE"; then
     log "Kafka already running (pid $(cat "$PIDFILE")) on $BOOTSTRAP"
     wait_for 60 "Kafka on $BOOTSTRAP" answers
@@ -106,7 +120,8 @@ start() {
     tail -n 30 "$LOGDIR/server.log" "$LOGDIR/stdout.log" >&2 || true
     die "Kafka did not start"
   fi
-  log "Kafka answers on $BOOTSTRAP"
+  scram_user
+  log "Kafka answers on $BOOTSTRAP (and SASL_SSL on $PACKLINE_KAFKA_HOST:$PACKLINE_KAFKA_SASL_PORT)"
 }
 
 case "${1:-}" in

@@ -62,6 +62,18 @@ unix_socket_directories = '$DATA'
 CONF
 }
 
+# TLS with the local CA's server certificate (deploy/tls/certs.sh); plain connections still work,
+# a client that asks for sslmode=verify-full gets a verified TLS connection. PostgreSQL wants
+# the key owned by its account and readable by no one else, so both files are copied.
+tls_options() {
+  local tls
+  tls=$("$PACKLINE_ROOT/deploy/tls/certs.sh")
+  install -m 600 "$tls/server.key" "$DATA/server.key"
+  install -m 644 "$tls/server.pem" "$DATA/server.crt"
+  if [[ $(id -u) -eq 0 ]]; then chown postgres: "$DATA/server.key" "$DATA/server.crt"; fi
+  echo "-c ssl=on -c ssl_cert_file=$DATA/server.crt -c ssl_key_file=$DATA/server.key"
+}
+
 start() {
   install_if_missing
   init_cluster
@@ -72,7 +84,8 @@ start() {
   touch "$LOGFILE"
   if [[ $(id -u) -eq 0 ]]; then chown postgres: "$LOGFILE"; fi
   log "starting PostgreSQL $PACKLINE_PG_VERSION on $PACKLINE_PG_HOST:$PACKLINE_PG_PORT (log: $LOGFILE)"
-  as_owner "$PG_BIN/pg_ctl" -D "$DATA" -l "$LOGFILE" -o "-p $PACKLINE_PG_PORT" -w -t 60 start >/dev/null
+  as_owner "$PG_BIN/pg_ctl" -D "$DATA" -l "$LOGFILE" -o "-p $PACKLINE_PG_PORT $(tls_options)" \
+    -w -t 60 start >/dev/null
   wait_for 60 "PostgreSQL on port $PACKLINE_PG_PORT" ready
 }
 

@@ -9,6 +9,7 @@ from packline_core.settings import SettingsError, load_settings
 def test_defaults_point_at_the_local_infrastructure(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in CalendarSettings.env_names():
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PACKLINE_STAFF_TOKENS", "t")  # the one setting without a default
     settings = load_settings(CalendarSettings)
     assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
     assert settings.database_url.endswith("/packline_calendar")
@@ -40,3 +41,32 @@ def test_env_names_lists_what_the_service_reads() -> None:
     assert {"PACKLINE_DATABASE_URL", "PACKLINE_KAFKA_BOOTSTRAP_SERVERS"} <= (
         CalendarSettings.env_names()
     )
+
+
+def test_no_staff_token_and_no_explicit_opt_out_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PACKLINE_STAFF_TOKENS", raising=False)
+    monkeypatch.setenv("PACKLINE_STAFF_API_OPEN", "false")
+    with pytest.raises(SettingsError) as raised:
+        load_settings(CalendarSettings)
+    assert "PACKLINE_STAFF_TOKENS is not set" in str(raised.value)
+    monkeypatch.setenv("PACKLINE_STAFF_TOKENS", "t")
+    assert load_settings(CalendarSettings).staff_tokens is not None
+
+
+def test_sasl_needs_a_user_and_its_password_is_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PACKLINE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(SettingsError) as raised:
+        load_settings(CalendarSettings)
+    assert "PACKLINE_KAFKA_SASL_USERNAME" in str(raised.value)
+    monkeypatch.setenv("PACKLINE_KAFKA_SASL_USERNAME", "packline")
+    monkeypatch.setenv("PACKLINE_KAFKA_SASL_PASSWORD", "s3cret-value")
+    settings = load_settings(CalendarSettings)
+    options = settings.client_options()
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert options["ssl_context"] is not None
+    assert "s3cret-value" not in repr(settings) and "s3cret-value" not in str(settings)

@@ -4,8 +4,10 @@
     packline-admin dead-letters list --service calendar
     packline-admin dead-letters redrive --service calendar (--all | --at PARTITION:OFFSET ...)
     packline-admin reconcile [--calendar-url U] [--invoicing-url U] [--matcher-url U]
+    packline-admin rewind --service matcher   (replicas stopped: replay its topics from the start)
 
-Every command reads PACKLINE_KAFKA_BOOTSTRAP_SERVERS and PACKLINE_TOPIC_PREFIX like the services.
+Every command reads PACKLINE_KAFKA_BOOTSTRAP_SERVERS, PACKLINE_TOPIC_PREFIX and the Kafka security
+settings (PACKLINE_KAFKA_SECURITY_PROTOCOL, ..._SASL_*, ..._SSL_*) like the services.
 """
 
 from __future__ import annotations
@@ -19,13 +21,23 @@ import httpx
 from packline_contracts.topics import SERVICES, dead_letter_topic
 
 from packline_core import deadletters
+from packline_core.kafka import KafkaSettings
 from packline_core.reconcile import reconcile
+from packline_core.rewind import GroupNotEmpty, rewind_service
+from packline_core.settings import load_settings
 from packline_core.topics import create_topics
 
 # The environment variables packline-admin reads (docker-compose.yml is checked against them).
 ENV_NAMES = frozenset(
-    {"PACKLINE_KAFKA_BOOTSTRAP_SERVERS", "PACKLINE_TOPIC_PREFIX", "PACKLINE_PARTITIONS"}
+    {"PACKLINE_TOPIC_PREFIX", "PACKLINE_PARTITIONS"}
+    | {f"PACKLINE_{name.upper()}" for name in KafkaSettings.model_fields}
 )
+
+
+def _kafka(args: argparse.Namespace) -> KafkaSettings:
+    """The environment's Kafka connection, with the servers given on the command line."""
+    settings = load_settings(KafkaSettings)
+    return settings.model_copy(update={"kafka_bootstrap_servers": args.bootstrap_servers})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
                 metavar="PARTITION:OFFSET",
                 help="a dead letter's place on the dead-letter topic (see 'list'); repeatable",
             )
+    rewind = commands.add_parser(
+        "rewind",
+        parents=[common],
+        help="move a stopped service's consumer groups to the start of their topics (replay)",
+    )
+    rewind.add_argument("--service", required=True, choices=SERVICES)
     check = commands.add_parser(
         "reconcile", help="check that the three services agree on every link (I3); exit 1 if not"
     )
@@ -105,7 +123,7 @@ async def _reconcile(args: argparse.Namespace) -> bool:
 
 async def _dead_letters(args: argparse.Namespace) -> None:
     topic = args.prefix + dead_letter_topic(args.service).name
-    letters = await deadletters.read_all(args.bootstrap_servers, topic)
+    letters = await deadletters.read_all(_kafka(args), topic)
     if args.action == "list":
         for letter in letters:
             print(
@@ -131,7 +149,7 @@ async def _dead_letters(args: argparse.Namespace) -> None:
         missing = wanted - {(letter.partition, letter.offset) for letter in chosen}
         if missing:
             raise SystemExit(f"no dead letter at {sorted(missing)} on {topic}")
-    sent = await deadletters.redrive(args.bootstrap_servers, chosen)
+    sent = await deadletters.redrive(_kafka(args), chosen)
     for letter in sent:
         print(f"re-drove {letter.partition}:{letter.offset} to {letter.origin[0]}")
     print(f"{len(sent)} dead letter(s) re-driven")
@@ -142,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "create-topics":
         created = asyncio.run(
             create_topics(
-                args.bootstrap_servers,
+                _kafka(args),
                 partitions=args.partitions,
                 replication_factor=args.replication_factor,
                 prefix=args.prefix,
@@ -152,6 +170,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"created topic {name}")
         if not created:
             print("all topics exist")
+    elif args.command == "rewind":
+        try:
+            groups = asyncio.run(rewind_service(_kafka(args), args.service, args.prefix))
+        except GroupNotEmpty as error:
+            raise SystemExit(f"not rewound: {error}") from None
+        for group in groups:
+            print(f"rewound {group} to the earliest offsets")
     elif args.command == "dead-letters":
         asyncio.run(_dead_letters(args))
     elif args.command == "reconcile" and not asyncio.run(_reconcile(args)):

@@ -23,6 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from packline_contracts.topics import dead_letter_topic
 
+from packline_core.kafka import KafkaSettings, client_options
+
 if TYPE_CHECKING:
     from packline_core.service import Service
 
@@ -87,10 +89,10 @@ class DeadLetter:
         return self.header("topic"), int(self.header("partition")), int(self.header("offset"))
 
 
-async def read_all(bootstrap_servers: str, topic: str) -> list[DeadLetter]:
+async def read_all(kafka: KafkaSettings | str, topic: str) -> list[DeadLetter]:
     """Every dead letter currently on ``topic`` (read without a consumer group)."""
-    partitions = await _partitions(bootstrap_servers, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    partitions = await _partitions(kafka, topic)
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(partitions)
@@ -116,8 +118,8 @@ async def read_all(bootstrap_servers: str, topic: str) -> list[DeadLetter]:
         await consumer.stop()
 
 
-async def _partitions(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+async def _partitions(kafka: KafkaSettings | str, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -136,13 +138,11 @@ async def _behind(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) ->
     return False
 
 
-async def redrive(bootstrap_servers: str, letters: Iterable[DeadLetter]) -> list[DeadLetter]:
+async def redrive(kafka: KafkaSettings | str, letters: Iterable[DeadLetter]) -> list[DeadLetter]:
     """Publish dead letters back to the topics they came from, as they originally were (the
     dead-letter headers are dropped, ``redriven-from`` is added). A message that was never
     applied is applied now; one that was (a re-drive run twice) is skipped by the inbox."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
-    )
+    producer = AIOKafkaProducer(**client_options(kafka), acks="all", enable_idempotence=True)
     await producer.start()
     sent: list[DeadLetter] = []
     try:

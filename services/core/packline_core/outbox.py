@@ -16,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +32,7 @@ from packline_contracts.envelope import Envelope, Message, encode
 
 from packline_core.db import Connection
 from packline_core.errors import is_transient
+from packline_core.kafka import KafkaSettings, client_options
 from packline_core.metrics import ServiceMetrics
 
 log = structlog.get_logger(__name__)
@@ -122,6 +126,8 @@ class RelaySettings:
     # Longer than the topics' retention: a message still in Kafka must still be in the inbox.
     inbox_retention: timedelta = timedelta(days=14)
     prune_every: float = 60.0
+    # Fault drills only: see ServiceSettings.drill_relay_crash_file.
+    crash_file: Path | None = None
 
 
 class OutboxRelay:
@@ -131,13 +137,13 @@ class OutboxRelay:
     def __init__(
         self,
         database_url: str,
-        kafka_bootstrap_servers: str,
+        kafka: KafkaSettings | str,
         client_id: str,
         metrics: ServiceMetrics,
         settings: RelaySettings | None = None,
     ) -> None:
         self.database_url = database_url
-        self.kafka_bootstrap_servers = kafka_bootstrap_servers
+        self.kafka_options = client_options(kafka)
         self.client_id = client_id
         self.metrics = metrics
         self.settings = settings or RelaySettings()
@@ -182,7 +188,7 @@ class OutboxRelay:
             log.info("outbox relay active on this replica")
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.kafka_bootstrap_servers,
+                **self.kafka_options,
                 client_id=f"{self.client_id}-relay",
                 acks="all",
                 enable_idempotence=True,
@@ -232,6 +238,10 @@ class OutboxRelay:
         ]
         await asyncio.gather(*deliveries)
         # A crash here publishes these rows again on restart: consumers drop the repeats.
+        if self.settings.crash_file is not None and self.settings.crash_file.exists():
+            self.settings.crash_file.unlink(missing_ok=True)
+            log.warning("fault drill: killing this process between publish and mark-sent")
+            os.kill(os.getpid(), signal.SIGKILL)
         await self.mark_sent(conn, [row["id"] for row in rows])
         self.metrics.outbox_published.inc(len(rows))
         return len(rows)

@@ -26,6 +26,7 @@ from packline_contracts.topics import consumer as consumer_spec
 
 from packline_core import migrations
 from packline_core.auth import protect
+from packline_core.body_limit import BodyLimit
 from packline_core.consumer import ConsumerSettings, MessageConsumer
 from packline_core.db import Connection
 from packline_core.metrics import ServiceMetrics
@@ -52,6 +53,7 @@ class Service:
         # Consumers only: every publication goes through the outbox relay or ``producer``.
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
+            security=settings.security(),
             client_id=client_id,
             allow_auto_create_topics=False,
             graceful_timeout=30.0,
@@ -63,17 +65,19 @@ class Service:
         self._producer: AIOKafkaProducer | None = None
         self.relay = OutboxRelay(
             settings.database_url,
-            settings.kafka_bootstrap_servers,
+            settings,
             client_id,
             self.metrics,
             RelaySettings(
                 poll_interval=settings.outbox_poll_seconds,
                 prune_after=timedelta(hours=settings.outbox_retention_hours),
+                crash_file=settings.drill_relay_crash_file,
             ),
         )
         self.consumers: list[MessageConsumer] = []
         self.http = FastAPI(title=f"Packline {name}", lifespan=self._lifespan)
         protect(self.http, settings)
+        self.http.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
         self._pool: asyncpg.Pool | None = None
         self._relay_task: asyncio.Task[None] | None = None
         self._running = False
@@ -149,7 +153,7 @@ class Service:
             self.settings.database_url, min_size=1, max_size=self.settings.database_pool_size
         )
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **self.settings.client_options(),
             client_id=f"packline-{self.name}-{self.settings.instance_id}",
             acks="all",
             enable_idempotence=True,

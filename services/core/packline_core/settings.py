@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Literal, TypeVar
 
 from packline_contracts.topics import Topic
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from packline_core.kafka import KafkaSettings
 
 ENV_PREFIX = "PACKLINE_"
 
 
-class ServiceSettings(BaseSettings):
-    """Settings every Packline service reads. Services subclass it to set their own defaults."""
+class ServiceSettings(KafkaSettings):
+    """Settings every Packline service reads. Services subclass it to set their own defaults.
+    The Kafka connection (servers, TLS, SASL) comes from :class:`KafkaSettings`."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    kafka_bootstrap_servers: str = Field(
-        default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]."
-    )
     topic_prefix: str = Field(
         default="",
         pattern=r"^[A-Za-z0-9._-]*$",
@@ -34,11 +35,15 @@ class ServiceSettings(BaseSettings):
     )
     database_url: str = Field(
         pattern=r"^postgres(ql)?://",
-        description="This service's own PostgreSQL database, as a postgresql:// URL.",
+        description="This service's own PostgreSQL database, as a postgresql:// URL; TLS from "
+        "its query, e.g. ?sslmode=verify-full&sslrootcert=/etc/packline/ca.pem.",
     )
     database_pool_size: int = Field(default=10, ge=1, le=100)
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
     http_port: int = Field(ge=0, le=65535, description="Port of the HTTP API (0: any free port).")
+    http_max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Larger request bodies are refused with 413."
+    )
     consumer_batch_size: int = Field(
         default=500, ge=1, le=10_000, description="Most messages applied in one transaction."
     )
@@ -51,10 +56,19 @@ class ServiceSettings(BaseSettings):
     outbox_retention_hours: float = Field(
         default=24, gt=0, description="How long sent outbox rows are kept before pruning."
     )
+    drill_relay_crash_file: Path | None = Field(
+        default=None,
+        description="Fault drills only: when this file appears, the relay deletes it and kills "
+        "its process with SIGKILL after publishing a batch and before marking it sent.",
+    )
     staff_tokens: SecretStr | None = Field(
         default=None,
-        description="Comma-separated bearer tokens accepted on the staff HTTP API; unset: open "
-        "(development only).",
+        description="Comma-separated bearer tokens accepted on the staff HTTP API.",
+    )
+    staff_api_open: bool = Field(
+        default=False,
+        description="Development only: with no staff tokens, serve the staff API to anyone. "
+        "Without tokens and without this, the service refuses to start.",
     )
     open_operations: bool = Field(
         default=True, description="Health and metrics answer without a token."
@@ -65,6 +79,15 @@ class ServiceSettings(BaseSettings):
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         description="Names this replica in logs and Kafka client ids.",
     )
+
+    @model_validator(mode="after")
+    def _staff_api_closed_unless_opened(self) -> ServiceSettings:
+        if not self.staff_tokens and not self.staff_api_open:
+            raise ValueError(
+                "PACKLINE_STAFF_TOKENS is not set: set it, or PACKLINE_STAFF_API_OPEN=true to "
+                "serve the staff API without authentication (development only)"
+            )
+        return self
 
     def topic(self, topic: Topic) -> str:
         """The name of a registry topic in this deployment."""
@@ -84,7 +107,7 @@ class SettingsError(SystemExit):
     """Raised instead of a traceback when the environment holds a bad value."""
 
 
-S = TypeVar("S", bound=ServiceSettings)
+S = TypeVar("S", bound=BaseSettings)
 
 
 def load_settings(cls: type[S]) -> S:
@@ -94,5 +117,7 @@ def load_settings(cls: type[S]) -> S:
         lines = [f"invalid configuration for {cls.__name__}:"]
         for problem in error.errors():
             field = ".".join(str(part) for part in problem["loc"])
-            lines.append(f"  {ENV_PREFIX}{field.upper()}: {problem['msg']}")
+            # A rule across several variables names them in its message and has no field.
+            where = f"{ENV_PREFIX}{field.upper()}: " if field else ""
+            lines.append(f"  {where}{problem['msg']}")
         raise SettingsError("\n".join(lines)) from None

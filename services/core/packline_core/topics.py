@@ -8,9 +8,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from packline_contracts.topics import TOPICS, Topic
 
+from packline_core.kafka import KafkaSettings, client_options
+
 
 async def create_topics(
-    bootstrap_servers: str,
+    kafka: KafkaSettings | str,
     *,
     partitions: int,
     replication_factor: int = 1,
@@ -20,7 +22,7 @@ async def create_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names it created. ``partitions`` is
     the default for topics whose registry entry does not set its own."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
+    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=timeout_ms)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
