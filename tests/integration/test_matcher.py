@@ -276,3 +276,46 @@ async def test_i8_two_appointments_racing_for_the_last_session_one_wins_one_is_e
     )
     assert explained.candidates[0].code == NoMatchCode.ALL_SESSIONS_BOOKED
     assert explained.candidates[0].reason == "all 1 sessions booked"
+
+
+async def test_r8_holds_when_the_staff_unlink_arrives_before_the_booking(
+    start_service: StartService,
+) -> None:
+    """Two topics, no order between them: the matcher may read invoicing's LineUnlinked (staff)
+    before the calendar's AppointmentBooked. The booking must arrive already marked (found by
+    the fault suite: the appointment was linked again)."""
+    from uuid import uuid4
+
+    from packline_contracts.appointments import AppointmentBooked
+    from packline_contracts.envelope import Envelope
+    from packline_contracts.types import Appointment, AppointmentStatus, BookingSource
+    from packline_matcher.matching import appointment_changed, line_unlinked
+
+    from tests.clinic import MASSAGE_60, line_event
+
+    matcher = await start_service("matcher")
+    who, appointment_id = patient(), uuid4()
+    unlinked = line_event(LineUnlinked, who, appointment_id, 2)
+    booked = AppointmentBooked(
+        patient_id=who,
+        appointment=Appointment(
+            appointment_id=appointment_id,
+            version=1,
+            patient_id=who,
+            practitioner_id=DR_A,
+            location_id=NORTHSIDE,
+            starts_at=days_ahead(2),
+            duration_minutes=60,
+            fee_ids=[MASSAGE_60],
+            status=AppointmentStatus.BOOKED,
+            source=BookingSource.INVOICE,
+        ),
+    )
+    async with matcher.transaction() as tx:
+        await line_unlinked(tx, Envelope.wrap(unlinked, producer="invoicing"))
+    async with matcher.transaction() as tx:
+        await appointment_changed(tx, Envelope.wrap(booked, producer="calendar"))
+    marked = await matcher.pool.fetchval(
+        "SELECT hand_unlinked FROM appointments WHERE appointment_id = $1", appointment_id
+    )
+    assert marked is True

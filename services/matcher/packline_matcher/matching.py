@@ -88,8 +88,9 @@ async def appointment_changed(tx: Transaction, envelope: Envelope[AppointmentEve
     stored = await tx.conn.fetchval(
         "INSERT INTO appointments (appointment_id, patient_id, version, practitioner_id,"
         " location_id, starts_at, fee_ids, status, source, cancelled_at, duration_minutes,"
-        " snapshot)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        " snapshot, hand_unlinked)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+        "  EXISTS (SELECT 1 FROM hand_unlinks WHERE appointment_id = $1))"
         " ON CONFLICT (appointment_id) DO UPDATE SET version = $3, practitioner_id = $4,"
         " location_id = $5, starts_at = $6, fee_ids = $7, status = $8, cancelled_at = $10,"
         " duration_minutes = $11, snapshot = $12, refused_line_ids = '{}'"
@@ -334,6 +335,11 @@ async def line_unlinked(tx: Transaction, envelope: Envelope[LineUnlinked]) -> No
             event.invoice_id,
         )
     if event.reason == UnlinkReason.UNASSIGNED_BY_STAFF:
+        # Kept apart from the appointment row, which may not exist yet (0002_hand_unlinks.sql).
+        await tx.conn.execute(
+            "INSERT INTO hand_unlinks (appointment_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            event.appointment_id,
+        )
         await tx.conn.execute(
             "UPDATE appointments SET hand_unlinked = true WHERE appointment_id = $1",
             event.appointment_id,
