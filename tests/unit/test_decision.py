@@ -185,3 +185,13 @@ def test_a_booking_from_an_invoice_line_is_left_to_invoicing() -> None:
     assert decide(appt, [line(status="requested", appointment_id=appt.appointment_id)]) == decide(
         appointment(), []
     )
+
+
+def test_r3_an_invoice_booking_is_left_to_invoicing_until_its_line_lets_it_go() -> None:
+    """The booking can reach the matcher before the line's request does (two topics): it must
+    not take the patient's other line meanwhile. Once the request was seen and the line let the
+    appointment go, the matcher treats it like any other (found by the fault suite)."""
+    from_invoice = appointment(source=BookingSource.INVOICE, awaiting_invoice=True)
+    assert decide(from_invoice, [line(1), line(2)]) == decide(from_invoice, [])
+    released = replace(from_invoice, awaiting_invoice=False)
+    assert decide(released, [line(1)]).link is not None

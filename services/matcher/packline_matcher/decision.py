@@ -56,6 +56,8 @@ class Appointment:
     status: AppointmentStatus
     source: BookingSource
     hand_unlinked: bool = False
+    # Booked from an invoice line whose request the matcher has not seen yet: invoicing's.
+    awaiting_invoice: bool = False
     refused_line_ids: frozenset[UUID] = frozenset()
     cancelled_at: datetime | None = None
 
@@ -119,7 +121,9 @@ def decide(
             else UnlinkReason.CANCELLED
         )
         return Decision(unlink=Unlink(current, reason, forfeits(appointment, current.policy)))
-    if appointment.source == BookingSource.INVOICE and current is not None:
+    if appointment.source == BookingSource.INVOICE and (
+        current is not None or appointment.awaiting_invoice
+    ):
         return Decision()  # booked from this line: invoicing links it when the booking succeeds
     if current is not None:
         if current.status == "requested":

@@ -379,6 +379,10 @@ async def line_booking_requested(tx: Transaction, envelope: Envelope[LineBooking
     event = envelope.payload
     await readmodel.lock_patient(tx.conn, event.patient_id)
     await readmodel.set_line(tx.conn, event.line.line_id, "requested", event.appointment_id)
+    await tx.conn.execute(
+        "INSERT INTO invoice_booking_requests (appointment_id) VALUES ($1) ON CONFLICT DO NOTHING",
+        event.appointment_id,
+    )
 
 
 async def line_booking_refused(tx: Transaction, envelope: Envelope[LineBookingRefused]) -> None:

@@ -61,22 +61,28 @@ def to_appointment(row: asyncpg.Record) -> Appointment:
         status=AppointmentStatus(row["status"]),
         source=BookingSource(row["source"]),
         hand_unlinked=row["hand_unlinked"],
+        awaiting_invoice=row["awaiting_invoice"],
         refused_line_ids=frozenset(row["refused_line_ids"]),
         cancelled_at=row["cancelled_at"],
     )
 
 
+# Every appointment read for a decision, with whether it still waits for invoicing (0003).
+APPOINTMENT_QUERY = (
+    "SELECT a.*, (a.source = 'invoice' AND NOT EXISTS (SELECT 1 FROM invoice_booking_requests r"
+    " WHERE r.appointment_id = a.appointment_id)) AS awaiting_invoice FROM appointments a"
+)
+
+
 async def appointment(conn: Connection, appointment_id: UUID) -> Appointment | None:
-    row = await conn.fetchrow(
-        "SELECT * FROM appointments WHERE appointment_id = $1", appointment_id
-    )
+    row = await conn.fetchrow(f"{APPOINTMENT_QUERY} WHERE a.appointment_id = $1", appointment_id)
     return to_appointment(row) if row else None
 
 
 async def waiting(conn: Connection, patient_id: str, now: datetime) -> list[Appointment]:
     """R12: upcoming, active, not hand-unlinked appointments holding no line, earliest first."""
     rows = await conn.fetch(
-        "SELECT a.* FROM appointments a WHERE a.patient_id = $1 AND a.starts_at > $2"
+        f"{APPOINTMENT_QUERY} WHERE a.patient_id = $1 AND a.starts_at > $2"
         " AND a.status IN ('booked', 'arrived') AND NOT a.hand_unlinked"
         " AND NOT EXISTS (SELECT 1 FROM lines l WHERE l.appointment_id = a.appointment_id)"
         " ORDER BY a.starts_at, a.appointment_id",
