@@ -30,11 +30,20 @@ M = TypeVar("M", bound=Message)
 class PacklineProducer:
     """Publishes messages to the topic their type belongs to, waiting for every replica."""
 
-    def __init__(self, bootstrap_servers: str, *, producer: str, topic_prefix: str = "") -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        producer: str,
+        topic_prefix: str = "",
+        **connection: Any,
+    ) -> None:
+        """``connection``: more aiokafka options, e.g. ``security_protocol="SASL_SSL"``,
+        ``sasl_mechanism``, ``sasl_plain_username``, ``sasl_plain_password``, ``ssl_context``."""
         self.producer_name = producer
         self.topic_prefix = topic_prefix
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
+            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True, **connection
         )
 
     async def __aenter__(self) -> Self:

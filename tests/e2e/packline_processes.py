@@ -49,9 +49,20 @@ class Processes:
 
 @asynccontextmanager
 async def packline_processes(
-    infrastructure: Infrastructure, topic_prefix: str, create_database: CreateDatabase
+    infrastructure: Infrastructure,
+    topic_prefix: str,
+    create_database: CreateDatabase,
+    *,
+    staff_token: str | None = None,
 ) -> AsyncIterator[Processes]:
+    """``staff_token``: the services accept only this token (otherwise their API is open)."""
     ports = {name: free_port() for name in SERVICES}
+    tokens = (
+        {"PACKLINE_STAFF_TOKENS": staff_token, "PACKLINE_CALENDAR_TOKEN": staff_token}
+        if staff_token
+        else {}
+    )
+    headers = {"Authorization": f"Bearer {staff_token}"} if staff_token else {}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     processes: list[asyncio.subprocess.Process] = []
     try:
@@ -65,6 +76,7 @@ async def packline_processes(
                 "PACKLINE_CALENDAR_URL": urls["calendar"],
                 "PACKLINE_OUTBOX_POLL_SECONDS": "0.2",
                 "PACKLINE_LOG_LEVEL": "WARNING",
+                **tokens,
             }
             processes.append(
                 await asyncio.create_subprocess_exec(
@@ -78,7 +90,11 @@ async def packline_processes(
                 )
             )
         running = Processes(
-            urls, {n: httpx.AsyncClient(base_url=u, timeout=10) for n, u in urls.items()}
+            urls,
+            {
+                n: httpx.AsyncClient(base_url=u, timeout=10, headers=headers)
+                for n, u in urls.items()
+            },
         )
         for name, client in running.http.items():
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import HTTPException, Query
@@ -49,11 +49,48 @@ def register_http(service: Service) -> None:
 
     @http.get("/patients/{patient_id}/appointments", tags=["appointments"])
     async def patient_appointments(patient_id: str) -> list[dict[str, Any]]:
+        return await with_notes(
+            "patient_id = $1 AND status <> 'deleted' ORDER BY starts_at", patient_id
+        )
+
+    @http.get("/appointments", tags=["appointments"])
+    async def calendar_view(
+        starts_from: Annotated[AwareDatetime, Query(alias="from")],
+        until: Annotated[AwareDatetime, Query(alias="to")],
+        practitioner_id: str | None = None,
+        location_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The calendar's day or week: appointments starting in [from, to), of one practitioner
+        and / or location, each with its package note."""
+        if until <= starts_from or until - starts_from > timedelta(days=31):
+            raise HTTPException(422, "'to' must be after 'from', and at most 31 days later")
+        return await with_notes(
+            "starts_at >= $1 AND starts_at < $2 AND status <> 'deleted'"
+            " AND ($3::text IS NULL OR practitioner_id = $3)"
+            " AND ($4::text IS NULL OR location_id = $4) ORDER BY starts_at LIMIT 2000",
+            starts_from,
+            until,
+            practitioner_id,
+            location_id,
+        )
+
+    @http.get("/directory", tags=["appointments"])
+    async def directory() -> dict[str, list[dict[str, Any]]]:
+        """The practitioners and locations a calendar can show and book."""
+        async with service.pool.acquire() as conn:
+            practitioners = await conn.fetch(
+                "SELECT practitioner_id, name FROM practitioners ORDER BY name"
+            )
+            locations = await conn.fetch("SELECT location_id, name FROM locations ORDER BY name")
+        return {
+            "practitioners": [dict(row) for row in practitioners],
+            "locations": [dict(row) for row in locations],
+        }
+
+    async def with_notes(where: str, *args: Any) -> list[dict[str, Any]]:
         async with service.pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT {appointments.COLUMNS} FROM appointments WHERE patient_id = $1"
-                " AND status <> 'deleted' ORDER BY starts_at",
-                patient_id,
+                f"SELECT {appointments.COLUMNS} FROM appointments WHERE {where}", *args
             )
             notes = await conn.fetch(
                 "SELECT * FROM package_notes WHERE appointment_id = ANY($1::uuid[])",

@@ -54,11 +54,7 @@ def register_http(service: Service) -> None:
         async with service.pool.acquire() as conn:
             if await invoices.get_invoice(conn, invoice_id) is None:
                 raise HTTPException(404, f"no package invoice {invoice_id}")
-            invoice = await invoices.snapshot(conn, invoice_id)
-            notes = {
-                row["line_id"]: row["note"] for row in await invoices.lines_of(conn, invoice_id)
-            }
-        return shown(invoice, notes)
+            return await shown_with_notes(conn, invoice_id)
 
     @http.get("/packages/{package_id}", tags=["catalogue"])
     async def package_terms(package_id: str) -> dict[str, Any]:
@@ -85,7 +81,14 @@ def register_http(service: Service) -> None:
                 "SELECT invoice_id FROM package_invoices WHERE patient_id = $1 ORDER BY issued_at",
                 patient_id,
             )
-            return [shown(await invoices.snapshot(conn, row["invoice_id"])) for row in ids]
+            return [await shown_with_notes(conn, row["invoice_id"]) for row in ids]
+
+
+async def shown_with_notes(conn: Any, invoice_id: UUID) -> dict[str, Any]:
+    """The invoice with each line's note (why its last booking was refused, say)."""
+    invoice = await invoices.snapshot(conn, invoice_id)
+    notes = {row["line_id"]: row["note"] for row in await invoices.lines_of(conn, invoice_id)}
+    return shown(invoice, notes)
 
 
 def shown(invoice: PackageInvoice, notes: dict[UUID, str | None] | None = None) -> dict[str, Any]:

@@ -1,0 +1,159 @@
+"""The staff console's server: the static page, a pass-through to the three services' HTTP APIs,
+and the calendar commands staff give (book, cancel, delete), published on the calendar's command
+topic like any front end's. It has no database and no secret of its own: each request carries
+the staff member's token, which the services check; before publishing a command the console
+asks the calendar whether the token is good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from packline_contracts.appointments import BookAppointment, CancelAppointment, DeleteAppointment
+from packline_contracts.client import PacklineProducer
+from packline_contracts.types import BookingSource
+from pydantic import AwareDatetime, BaseModel, Field
+
+from packline_console.settings import ConsoleSettings
+
+STATIC = Path(__file__).parent / "static"
+SERVICES = ("calendar", "invoicing", "matcher")
+COMMANDS: list[str | Enum] = ["calendar commands"]
+
+
+class Booking(BaseModel):
+    """New appointment, from the calendar screen."""
+
+    patient_id: str = Field(min_length=1, max_length=64)
+    practitioner_id: str = Field(min_length=1)
+    location_id: str = Field(min_length=1)
+    starts_at: AwareDatetime
+    duration_minutes: int | None = Field(default=None, gt=0, le=1440)
+    fee_ids: list[str] = Field(min_length=1, max_length=20)
+
+
+class Change(BaseModel):
+    patient_id: str = Field(min_length=1, max_length=64)
+
+
+def create_app(settings: ConsoleSettings) -> FastAPI:
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        options = settings.client_options()
+        bootstrap = options.pop("bootstrap_servers")
+        async with (
+            httpx.AsyncClient(timeout=15) as client,
+            PacklineProducer(
+                bootstrap, producer="staff-console", topic_prefix=settings.topic_prefix, **options
+            ) as producer,
+        ):
+            state["http"], state["producer"] = client, producer
+            yield
+
+    app = FastAPI(title="Packline staff console", lifespan=lifespan)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/health/live", tags=["operations"])
+    async def live() -> dict[str, str]:
+        return {"status": "live"}
+
+    @app.api_route("/api/{service}/{path:path}", methods=["GET", "PUT", "POST", "DELETE"])
+    async def pass_through(service: str, path: str, request: Request) -> Response:
+        """The services' own APIs, unchanged, with the staff member's own token."""
+        if service not in SERVICES:
+            raise HTTPException(404, f"no service {service}")
+        client: httpx.AsyncClient = state["http"]
+        try:
+            answer = await client.request(
+                request.method,
+                f"{settings.service_url(service)}/{path}",
+                params=list(request.query_params.multi_items()),
+                content=await request.body(),
+                headers=_forwarded(request),
+            )
+        except httpx.TransportError as error:
+            raise HTTPException(502, f"the {service} service does not answer") from error
+        return Response(
+            answer.content,
+            status_code=answer.status_code,
+            media_type=answer.headers.get("content-type"),
+        )
+
+    async def staff_only(request: Request) -> str:
+        """Who may give calendar commands: whoever the calendar accepts (401 / 403 otherwise)."""
+        client: httpx.AsyncClient = state["http"]
+        answer = await client.get(f"{settings.calendar_url}/directory", headers=_forwarded(request))
+        if answer.status_code in (401, 403):
+            raise HTTPException(answer.status_code, answer.json().get("detail"))
+        answer.raise_for_status()
+        return "staff-console"
+
+    @app.post("/commands/appointments", status_code=202, tags=COMMANDS)
+    async def book(booking: Booking, request: Request) -> dict[str, Any]:
+        """New appointment in the calendar (R4): the matcher links it to a package line."""
+        actor = await staff_only(request)
+        appointment_id = uuid4()
+        await state["producer"].send(
+            BookAppointment(
+                patient_id=booking.patient_id,
+                appointment_id=appointment_id,
+                practitioner_id=booking.practitioner_id,
+                location_id=booking.location_id,
+                starts_at=booking.starts_at,
+                duration_minutes=booking.duration_minutes,
+                fee_ids=booking.fee_ids,
+                source=BookingSource.STAFF,
+                booked_by=actor,
+            )
+        )
+        return {"appointment_id": appointment_id, "status": "requested"}
+
+    @app.post("/commands/appointments/{appointment_id}/cancel", status_code=202, tags=COMMANDS)
+    async def cancel(appointment_id: UUID, change: Change, request: Request) -> dict[str, Any]:
+        """Cancel (R9): its package line is released."""
+        actor = await staff_only(request)
+        await state["producer"].send(
+            CancelAppointment(
+                patient_id=change.patient_id,
+                appointment_id=appointment_id,
+                cancelled_by=actor,
+                cancelled_at=datetime.now(UTC),
+            )
+        )
+        return {"appointment_id": appointment_id, "status": "cancel requested"}
+
+    @app.post("/commands/appointments/{appointment_id}/delete", status_code=202, tags=COMMANDS)
+    async def delete(appointment_id: UUID, change: Change, request: Request) -> dict[str, Any]:
+        """Delete (R9): its package line is released."""
+        actor = await staff_only(request)
+        await state["producer"].send(
+            DeleteAppointment(
+                patient_id=change.patient_id, appointment_id=appointment_id, deleted_by=actor
+            )
+        )
+        return {"appointment_id": appointment_id, "status": "delete requested"}
+
+    return app
+
+
+def _forwarded(request: Request) -> dict[str, str]:
+    headers = {"content-type": request.headers.get("content-type", "application/json")}
+    if "authorization" in request.headers:
+        headers["authorization"] = request.headers["authorization"]
+    return headers
