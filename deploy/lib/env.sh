@@ -42,6 +42,10 @@ PACKLINE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 PACKLINE_SERVICES=(calendar invoicing matcher)
 PACKLINE_KAFKA_BOOTSTRAP="$PACKLINE_KAFKA_HOST:$PACKLINE_KAFKA_PORT"
+# PostgreSQL runs with TLS on (deploy/postgres/postgres.sh), and libpq-style clients, asyncpg
+# among them, would use it by default ("prefer"). On loopback it only costs CPU: the local
+# system connects in plain text unless a URL asks for TLS (sslmode=verify-full, as in production).
+: "${PGSSLMODE:=disable}"
 PACKLINE_PG_ADMIN_URL="postgresql://$PACKLINE_PG_USER:$PACKLINE_PG_PASSWORD@$PACKLINE_PG_HOST:$PACKLINE_PG_PORT/postgres"
 
 export PACKLINE_ROOT PACKLINE_STATE_DIR PACKLINE_CACHE_DIR PACKLINE_LOG_DIR \
@@ -52,7 +56,7 @@ export PACKLINE_ROOT PACKLINE_STATE_DIR PACKLINE_CACHE_DIR PACKLINE_LOG_DIR \
   PACKLINE_CALENDAR_HTTP_PORT PACKLINE_INVOICING_HTTP_PORT PACKLINE_MATCHER_HTTP_PORT \
   PACKLINE_CONSOLE_HTTP_PORT \
   PACKLINE_STAFF_TOKEN \
-  PACKLINE_KAFKA_BOOTSTRAP PACKLINE_PG_ADMIN_URL
+  PACKLINE_KAFKA_BOOTSTRAP PACKLINE_PG_ADMIN_URL PGSSLMODE
 
 log() { printf '[packline] %s\n' "$*" >&2; }
 die() { printf '[packline] error: %s\n' "$*" >&2; exit 1; }

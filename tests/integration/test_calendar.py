@@ -178,14 +178,13 @@ async def test_the_database_alone_refuses_a_double_booking_under_concurrency(
         async with calendar.pool.acquire() as conn, conn.transaction():
             appointment = await _as_appointment(command)
             try:
-                await appointments.insert(conn, appointment, "test")
+                return await appointments.insert_unless_taken(conn, appointment, "test")
             except asyncpg.ExclusionViolationError:
                 return False
             except asyncpg.DeadlockDetectedError:
                 # Racing inserts under an exclusion constraint can deadlock; PostgreSQL aborts
                 # one of them (the service retries such a transaction, then sees the clash).
                 return False
-            return True
 
     results = await asyncio.gather(*(insert(command) for command in contenders))
     assert sorted(results) == [False] * 7 + [True]

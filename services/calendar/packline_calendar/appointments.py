@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -50,29 +51,6 @@ async def get(
     return to_appointment(row) if row else None
 
 
-async def insert(conn: Connection, appointment: Appointment, booked_by: str) -> None:
-    line = appointment.invoice_line
-    await conn.execute(
-        "INSERT INTO appointments (appointment_id, patient_id, practitioner_id, location_id,"
-        " starts_at, ends_at, duration_minutes, fee_ids, status, source, invoice_id, line_id,"
-        " version, booked_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        appointment.appointment_id,
-        appointment.patient_id,
-        appointment.practitioner_id,
-        appointment.location_id,
-        appointment.starts_at,
-        ends(appointment),
-        appointment.duration_minutes,
-        appointment.fee_ids,
-        appointment.status.value,
-        appointment.source.value,
-        line.invoice_id if line else None,
-        line.line_id if line else None,
-        appointment.version,
-        booked_by,
-    )
-
-
 async def update(conn: Connection, appointment: Appointment) -> None:
     await conn.execute(
         "UPDATE appointments SET practitioner_id = $2, location_id = $3, starts_at = $4,"
@@ -113,6 +91,71 @@ async def clashing(
         [status.value for status in HOLDS_TIME],
         ignoring,
     )
+
+
+@dataclass(frozen=True)
+class BookingContext:
+    """What a booking is checked against, read in one round trip."""
+
+    existing_patient_id: str | None
+    existing_starts_at: datetime | None
+    practitioner_known: bool
+    location_known: bool
+    fee_durations: dict[str, int]
+
+
+async def booking_context(
+    conn: Connection, appointment_id: UUID, practitioner_id: str, location_id: str, fees: list[str]
+) -> BookingContext:
+    row = await conn.fetchrow(
+        "SELECT a.patient_id, a.starts_at,"
+        " EXISTS (SELECT 1 FROM practitioners WHERE practitioner_id = $2) AS practitioner_known,"
+        " EXISTS (SELECT 1 FROM locations WHERE location_id = $3) AS location_known,"
+        " (SELECT coalesce(array_agg(fee_id), '{}') FROM fees WHERE fee_id = ANY($4::text[]))"
+        "   AS fee_ids,"
+        " (SELECT coalesce(array_agg(duration_minutes), '{}') FROM fees"
+        "   WHERE fee_id = ANY($4::text[])) AS durations"
+        " FROM (SELECT 1) AS one LEFT JOIN appointments a ON a.appointment_id = $1",
+        appointment_id,
+        practitioner_id,
+        location_id,
+        fees,
+    )
+    assert row is not None
+    return BookingContext(
+        row["patient_id"],
+        row["starts_at"],
+        row["practitioner_known"],
+        row["location_known"],
+        dict(zip(row["fee_ids"], row["durations"], strict=True)),
+    )
+
+
+async def insert_unless_taken(conn: Connection, appointment: Appointment, booked_by: str) -> bool:
+    """Insert; False when the exclusion constraint says the practitioner's time is taken. No
+    savepoint needed: ON CONFLICT DO NOTHING covers exclusion constraints too."""
+    line = appointment.invoice_line
+    inserted = await conn.fetchval(
+        "INSERT INTO appointments (appointment_id, patient_id, practitioner_id, location_id,"
+        " starts_at, ends_at, duration_minutes, fee_ids, status, source, invoice_id, line_id,"
+        " version, booked_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        appointment.appointment_id,
+        appointment.patient_id,
+        appointment.practitioner_id,
+        appointment.location_id,
+        appointment.starts_at,
+        ends(appointment),
+        appointment.duration_minutes,
+        appointment.fee_ids,
+        appointment.status.value,
+        appointment.source.value,
+        line.invoice_id if line else None,
+        line.line_id if line else None,
+        appointment.version,
+        booked_by,
+    )
+    return bool(inserted)
 
 
 async def fee_durations(conn: Connection, fee_ids: list[str]) -> dict[str, int]:

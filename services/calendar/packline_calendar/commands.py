@@ -89,16 +89,27 @@ async def define_location(tx: Transaction, envelope: Envelope[DefineLocation]) -
 
 async def book(tx: Transaction, envelope: Envelope[BookAppointment]) -> None:
     command = envelope.payload
-    existing = await appointments.get(tx.conn, command.appointment_id)
-    if existing is not None:
+    # One round trip for every check, one for the insert: this is the calendar's hot path.
+    context = await appointments.booking_context(
+        tx.conn,
+        command.appointment_id,
+        command.practitioner_id,
+        command.location_id,
+        command.fee_ids,
+    )
+    if context.existing_patient_id is not None:
         # The same booking sent again under a new message id: it was answered already.
-        if existing.patient_id == command.patient_id and existing.starts_at == command.starts_at:
-            return
-        return refuse_booking(tx, command, Refusal(RefusalCode.INVALID, "appointment id in use"))
-    refusal = await unknown_directory_entry(tx, command.practitioner_id, command.location_id)
+        same = (context.existing_patient_id, context.existing_starts_at) == (
+            command.patient_id,
+            command.starts_at,
+        )
+        if not same:
+            refuse_booking(tx, command, Refusal(RefusalCode.INVALID, "appointment id in use"))
+        return
+    refusal = directory_refusal(command, context)
     if refusal:
         return refuse_booking(tx, command, refusal)
-    fees = await appointments.fee_durations(tx.conn, command.fee_ids)
+    fees = context.fee_durations
     refusal = check_booking(
         starts_at=command.starts_at,
         requested_at=envelope.occurred_at,
@@ -122,12 +133,21 @@ async def book(tx: Transaction, envelope: Envelope[BookAppointment]) -> None:
         source=command.source,
         invoice_line=command.invoice_line,
     )
-    clash = await write_unless_clash(
-        tx, appointment, lambda: appointments.insert(tx.conn, appointment, command.booked_by)
-    )
-    if clash:
-        return refuse_booking(tx, command, clash[0], clash[1])
+    if not await appointments.insert_unless_taken(tx.conn, appointment, command.booked_by):
+        refusal, clashing = await describe_clash(tx, appointment)
+        return refuse_booking(tx, command, refusal, clashing)
     tx.publish(AppointmentBooked(patient_id=command.patient_id, appointment=appointment))
+
+
+def directory_refusal(
+    command: BookAppointment, context: appointments.BookingContext
+) -> Refusal | None:
+    if not context.practitioner_known:
+        practitioner = command.practitioner_id
+        return Refusal(RefusalCode.UNKNOWN_PRACTITIONER, f"unknown practitioner {practitioner}")
+    if not context.location_known:
+        return Refusal(RefusalCode.UNKNOWN_LOCATION, f"unknown location {command.location_id}")
+    return None
 
 
 def refuse_booking(
@@ -168,23 +188,28 @@ async def write_unless_clash(
         async with tx.conn.transaction():
             await write()
     except asyncpg.ExclusionViolationError:
-        ends = appointment.starts_at + timedelta(minutes=appointment.duration_minutes)
-        other = await appointments.clashing(
-            tx.conn,
-            appointment.practitioner_id,
-            appointment.starts_at,
-            ends,
-            ignoring=appointment.appointment_id,
-        )
-        starts_at, ends_at = (
-            (other["starts_at"], other["ends_at"]) if other else (appointment.starts_at, ends)
-        )
-        name = await tx.conn.fetchval(
-            "SELECT name FROM practitioners WHERE practitioner_id = $1", appointment.practitioner_id
-        )
-        reason = clash_reason(name or appointment.practitioner_id, starts_at, ends_at)
-        return Refusal(RefusalCode.SLOT_TAKEN, reason), other["appointment_id"] if other else None
+        return await describe_clash(tx, appointment)
     return None
+
+
+async def describe_clash(tx: Transaction, appointment: Appointment) -> tuple[Refusal, object]:
+    """SLOT_TAKEN, naming the appointment that holds the practitioner's time."""
+    ends = appointment.starts_at + timedelta(minutes=appointment.duration_minutes)
+    other = await appointments.clashing(
+        tx.conn,
+        appointment.practitioner_id,
+        appointment.starts_at,
+        ends,
+        ignoring=appointment.appointment_id,
+    )
+    starts_at, ends_at = (
+        (other["starts_at"], other["ends_at"]) if other else (appointment.starts_at, ends)
+    )
+    name = await tx.conn.fetchval(
+        "SELECT name FROM practitioners WHERE practitioner_id = $1", appointment.practitioner_id
+    )
+    reason = clash_reason(name or appointment.practitioner_id, starts_at, ends_at)
+    return Refusal(RefusalCode.SLOT_TAKEN, reason), other["appointment_id"] if other else None
 
 
 # --- changes ----------------------------------------------------------------------------------

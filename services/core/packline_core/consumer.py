@@ -39,7 +39,7 @@ from packline_contracts.topics import Consumer
 from packline_core import inbox
 from packline_core.deadletters import DeadLetterPublisher
 from packline_core.errors import Rejected, ShuttingDown, is_transient
-from packline_core.outbox import Transaction
+from packline_core.outbox import OutboxRow, Transaction, write_rows
 
 if TYPE_CHECKING:
     from packline_core.service import Service
@@ -110,7 +110,14 @@ class MessageConsumer:
         self._stopping.set()
 
     def subscribe(self) -> None:
-        """Subscribe on the service's broker (call after registering the handlers)."""
+        """Subscribe on the service's broker (call after registering the handlers): as many
+        members of the consumer group as ``consumer_instances``. Each member owns its own
+        partitions and applies their batches in its own transactions, so a replica works on
+        several partitions at once while each partition (each patient) stays in order."""
+        for _ in range(self.service.settings.consumer_instances):
+            self._subscribe_one()
+
+    def _subscribe_one(self) -> None:
         settings = self.service.settings
         subscriber = self.service.broker.subscriber(
             *(settings.topic(topic) for topic in self.spec.topics),
@@ -197,6 +204,7 @@ class MessageConsumer:
     async def _apply_once(self, items: list[Item]) -> None:
         metrics = self.service.metrics
         applied: list[Item] = []
+        published: list[OutboxRow] = []
         async with self.service.pool.acquire() as conn, conn.transaction():
             fresh = await inbox.claim(
                 conn,
@@ -213,8 +221,11 @@ class MessageConsumer:
                 tx = self.service.new_transaction(conn, causation=item.envelope)
                 with structlog.contextvars.bound_contextvars(**_ids(item)):
                     await self.handlers[type(item.envelope.payload)](tx, item.envelope)
-                await tx.flush()
+                published.extend(tx.take_rows())
                 applied.append(item)
+            # One outbox write (one lock round trip, one insert) for the whole batch.
+            if published:
+                await write_rows(conn, published)
         for item in applied:  # counted once committed
             metrics.handled.labels(self.name, item.envelope.message_type).inc()
 

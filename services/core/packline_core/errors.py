@@ -27,6 +27,10 @@ _TRANSIENT_POSTGRES = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.QueryCanceledError,
+    # Two transactions inserting into the same practitioner's time at once: the loser's
+    # ON CONFLICT DO NOTHING cannot see the winner's uncommitted row and fails instead; retried,
+    # it sees the row and answers "time taken".
+    asyncpg.ExclusionViolationError,
 )
 
 

@@ -89,10 +89,15 @@ class Transaction:
 
     async def flush(self) -> None:
         """Write the buffered messages (called by the core just before commit)."""
-        if not self._rows:
-            return
+        rows = self.take_rows()
+        if rows:
+            await write_rows(self.conn, rows)
+
+    def take_rows(self) -> list[OutboxRow]:
+        """The buffered messages, for a caller that writes many transactions' rows at once (a
+        consumer's batch shares one database transaction)."""
         rows, self._rows = self._rows, []
-        await write_rows(self.conn, rows)
+        return rows
 
 
 async def write_rows(conn: Connection, rows: Sequence[OutboxRow]) -> None:

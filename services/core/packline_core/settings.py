@@ -44,6 +44,13 @@ class ServiceSettings(KafkaSettings):
     http_max_body_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Larger request bodies are refused with 413."
     )
+    consumer_instances: int = Field(
+        default=2,
+        ge=1,
+        le=12,
+        description="Members of each consumer group in this replica, working on their own "
+        "partitions in parallel (more than the partitions idle).",
+    )
     consumer_batch_size: int = Field(
         default=500, ge=1, le=10_000, description="Most messages applied in one transaction."
     )
