@@ -160,6 +160,9 @@ async def start_system(config: Config, run_id: str) -> System:
             "PACKLINE_STAFF_TOKENS": "bench",
             "PACKLINE_CALENDAR_TOKEN": "bench",
             "PACKLINE_LOG_LEVEL": "WARNING",
+            # Two members of each group per process: the configuration the figures were taken
+            # with (the default, 1, keeps tests' rebalances short).
+            "PACKLINE_CONSUMER_INSTANCES": os.environ.get("PACKLINE_CONSUMER_INSTANCES", "2"),
             "BENCH_LOG_DIR": str(log_dir),
         }
         system.processes[name] = Process(name, env, port)

@@ -45,7 +45,7 @@ class ServiceSettings(KafkaSettings):
         default=64 * 1024, ge=1024, description="Larger request bodies are refused with 413."
     )
     consumer_instances: int = Field(
-        default=2,
+        default=1,
         ge=1,
         le=12,
         description="Members of each consumer group in this replica, working on their own "
