@@ -83,8 +83,8 @@ PROPS
 # The SCRAM user of the SASL_SSL listener; setting the same password again changes nothing.
 scram_user() {
   java_tool kafka.admin.ConfigCommand --bootstrap-server "$BOOTSTRAP" --alter \
-    --entity-type users --entity-name "$PACKLINE_KAFKA_SASL_USERNAME" \
-    --add-config "SCRAM-SHA-256=[iterations=8192,password=$PACKLINE_KAFKA_SASL_PASSWORD]" >/dev/null
+    --entity-type users --entity-name "$PACKLINE_BROKER_SCRAM_USER" \
+    --add-config "SCRAM-SHA-256=[iterations=8192,password=$PACKLINE_BROKER_SCRAM_PASSWORD]" >/dev/null
 }
 
 start() {

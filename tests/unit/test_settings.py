@@ -59,6 +59,8 @@ def test_sasl_needs_a_user_and_its_password_is_never_shown(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PACKLINE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.delenv("PACKLINE_KAFKA_SASL_USERNAME", raising=False)
+    monkeypatch.delenv("PACKLINE_KAFKA_SASL_PASSWORD", raising=False)
     with pytest.raises(SettingsError) as raised:
         load_settings(CalendarSettings)
     assert "PACKLINE_KAFKA_SASL_USERNAME" in str(raised.value)
