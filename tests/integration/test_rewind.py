@@ -20,7 +20,10 @@ async def test_rewind_replays_everything_once_and_refuses_a_running_service(
     database_url = calendar.settings.database_url
     probes = [probe() for _ in range(5)]
     await send(calendar, *probes)
-    await eventually(lambda: recorded(calendar, *probes), what="the probes")
+    async def all_recorded() -> bool:
+        return await recorded(calendar, *probes) == 5
+
+    await eventually(all_recorded, what="the five probes")
 
     async def refused() -> bool:
         try:
@@ -38,7 +41,8 @@ async def test_rewind_replays_everything_once_and_refuses_a_running_service(
     labels = {"consumer": "calendar.probes", "message_type": "ProbeSent"}
 
     async def all_read_again() -> bool:
-        return metric(replayed, "packline_messages_deduplicated_total", **labels) == 5
+        # At least 5: a rebalance under load may hand the same batch over twice.
+        return metric(replayed, "packline_messages_deduplicated_total", **labels) >= 5
 
     await eventually(all_read_again, within=60, what="the replay to reach the probes")
     assert await recorded(replayed, *probes) == 5  # each still recorded exactly once
