@@ -37,6 +37,7 @@ from packline_contracts.envelope import Envelope, InvalidMessage, Message, decod
 from packline_contracts.topics import Consumer
 
 from packline_core import inbox
+from packline_core.db import Connection
 from packline_core.deadletters import DeadLetterPublisher
 from packline_core.errors import Rejected, ShuttingDown, is_transient
 from packline_core.outbox import OutboxRow, Transaction, write_rows
@@ -92,6 +93,7 @@ class MessageConsumer:
         self.name = f"{spec.service}.{spec.name}"
         self.handlers: dict[type[Message], Handler] = {}
         self.answer_invalid: InvalidAnswer | None = None
+        self.serialised_by: Callable[[Any], str] | None = None
         self.dead_letters = DeadLetterPublisher(service, self.name)
         self._stopping = asyncio.Event()
         service.on_stopping(self._stop)
@@ -105,6 +107,13 @@ class MessageConsumer:
             return handler
 
         return register
+
+    def serialise_by(self, key: Callable[[Any], str]) -> None:
+        """Apply messages with the same ``key`` (e.g. the patient) under a database lock on it, so
+        that two replicas never interleave them, even while a rebalance hands partitions over and
+        the old owner is still applying a batch. One round trip per batch: every key of the
+        batch is locked before anything is applied, in one order, so no two batches deadlock."""
+        self.serialised_by = key
 
     async def _stop(self) -> None:
         self._stopping.set()
@@ -206,6 +215,8 @@ class MessageConsumer:
         applied: list[Item] = []
         published: list[OutboxRow] = []
         async with self.service.pool.acquire() as conn, conn.transaction():
+            if self.serialised_by is not None:
+                await _lock(conn, {self.serialised_by(item.envelope.payload) for item in items})
             fresh = await inbox.claim(
                 conn,
                 self.name,
@@ -294,6 +305,15 @@ class MessageConsumer:
                 self.service.metrics.consumer_lag.labels(
                     self.name, partition.topic, partition.partition
                 ).set(max(highwater - offset, 0))
+
+
+async def _lock(conn: Connection, keys: set[str]) -> None:
+    # Locks held until the transaction ends; taken in the order of their hashes.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h"
+        " FROM unnest($1::text[]) AS k ORDER BY h) AS ordered",
+        list(keys),
+    )
 
 
 def _raw_body(message: Any) -> Any:

@@ -25,6 +25,8 @@ LINE_COLUMNS = (
     " valid_from, valid_until, status, appointment_id, appointment_starts_at,"
     " appointment_version, note, version"
 )
+# The same, for queries that join the invoice (both tables have a patient_id).
+LINE_COLUMNS_OF_L = ", ".join(f"l.{column.strip()}" for column in LINE_COLUMNS.split(","))
 
 
 def line_state(row: asyncpg.Record) -> rules.LineState:
@@ -75,6 +77,17 @@ async def get_line(
     return await conn.fetchrow(
         f"SELECT {LINE_COLUMNS} FROM invoice_lines WHERE line_id = $1"
         + (" FOR UPDATE" if for_update else ""),
+        line_id,
+    )
+
+
+async def line_and_invoice(conn: Connection, line_id: UUID) -> asyncpg.Record | None:
+    """The line, locked, with its invoice's columns (``invoice_*``) in one round trip."""
+    return await conn.fetchrow(
+        f"SELECT {LINE_COLUMNS_OF_L},"
+        " i.status AS invoice_status, i.pay_before_use, i.paid_cents, i.price_cents"
+        " FROM invoice_lines l JOIN package_invoices i USING (invoice_id)"
+        " WHERE l.line_id = $1 FOR UPDATE OF l",
         line_id,
     )
 
@@ -134,21 +147,29 @@ async def snapshot(conn: Connection, invoice_id: UUID) -> PackageInvoice:
     )
 
 
+# Every line of the invoice that holds line $1, with the invoice's package: a line event's data in
+# one round trip.
+INVOICE_LINES_OF_LINE = (
+    f"SELECT {LINE_COLUMNS_OF_L},"
+    " i.package_id, i.package_name FROM invoice_lines l JOIN package_invoices i USING (invoice_id)"
+    " WHERE l.invoice_id = (SELECT invoice_id FROM invoice_lines WHERE line_id = $1)"
+    " ORDER BY l.line_number"
+)
+
+
 async def line_event(
     conn: Connection, event_type: type[LineEvent], line_id: UUID, **fields: Any
 ) -> LineEvent:
     """A line event carrying the line as it is now and its invoice's balance."""
-    line = await get_line(conn, line_id)
-    assert line is not None
-    invoice = await get_invoice(conn, line["invoice_id"])
-    assert invoice is not None
+    rows = await conn.fetch(INVOICE_LINES_OF_LINE, line_id)
+    line = next(row for row in rows if row["line_id"] == line_id)
     return event_type(
-        patient_id=invoice["patient_id"],
-        invoice_id=invoice["invoice_id"],
-        package_id=invoice["package_id"],
-        package_name=invoice["package_name"],
+        patient_id=line["patient_id"],
+        invoice_id=line["invoice_id"],
+        package_id=line["package_id"],
+        package_name=line["package_name"],
         line=to_line(line),
-        balance=await balance(conn, invoice["invoice_id"]),
+        balance=balance_of(rows),
         **fields,
     )
 

@@ -44,6 +44,9 @@ from packline_matcher.decision import Appointment, Decision, Line, decide
 
 
 def register_matching(consumer: MessageConsumer) -> None:
+    # One patient's decisions never interleave, whichever replica owns which partition now: the
+    # consumer locks every patient of a batch before applying it.
+    consumer.serialise_by(lambda message: message.patient_id)
     consumer.handles(
         AppointmentBooked,
         AppointmentRescheduled,
@@ -83,10 +86,10 @@ def register_directory(consumer: MessageConsumer) -> None:
 async def appointment_changed(tx: Transaction, envelope: Envelope[AppointmentEvent]) -> None:
     event = envelope.payload
     snapshot = event.appointment
-    await readmodel.lock_patient(tx.conn, event.patient_id)
     cancelled_at = event.cancelled_at if isinstance(event, AppointmentCancelled) else None
-    stored = await tx.conn.fetchval(
-        "INSERT INTO appointments (appointment_id, patient_id, version, practitioner_id,"
+    # The row as stored, read back in the same round trip (None: an older version than ours).
+    row = await tx.conn.fetchrow(
+        "INSERT INTO appointments AS a (appointment_id, patient_id, version, practitioner_id,"
         " location_id, starts_at, fee_ids, status, source, cancelled_at, duration_minutes,"
         " snapshot, hand_unlinked)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
@@ -94,7 +97,7 @@ async def appointment_changed(tx: Transaction, envelope: Envelope[AppointmentEve
         " ON CONFLICT (appointment_id) DO UPDATE SET version = $3, practitioner_id = $4,"
         " location_id = $5, starts_at = $6, fee_ids = $7, status = $8, cancelled_at = $10,"
         " duration_minutes = $11, snapshot = $12, refused_line_ids = '{}'"
-        " WHERE appointments.version < $3 RETURNING 1",
+        f" WHERE a.version < $3 RETURNING {readmodel.APPOINTMENT_COLUMNS}",
         snapshot.appointment_id,
         snapshot.patient_id,
         snapshot.version,
@@ -108,10 +111,9 @@ async def appointment_changed(tx: Transaction, envelope: Envelope[AppointmentEve
         snapshot.duration_minutes,
         snapshot.model_dump_json(),
     )
-    if not stored:
+    if row is None:
         return  # an older version than we know: a replay changes nothing
-    appointment = await readmodel.appointment(tx.conn, snapshot.appointment_id)
-    assert appointment is not None
+    appointment = readmodel.to_appointment(row)
     await reconsider(
         tx, appointment, snapshot, rescheduled=isinstance(event, AppointmentRescheduled)
     )
@@ -127,8 +129,9 @@ async def reconsider(
 ) -> list[Line]:
     """Decide for one appointment and publish the outcome; returns the lines as they now are."""
     lines = await readmodel.lines_of(tx.conn, appointment.patient_id)
-    names = await readmodel.names(tx.conn)
-    decision = decide(appointment, lines, names)
+    decision = decide(appointment, lines)
+    if decision.explain:  # names only word the explanation: read them when there is one
+        decision = decide(appointment, lines, await readmodel.names(tx.conn))
     snapshot = snapshot or await snapshot_of(tx, appointment)
     return await apply(tx, appointment, snapshot, decision, lines, rescheduled, explain)
 
@@ -178,16 +181,19 @@ async def apply(
             ),
             message_id=derived_id("link", *key, target.line_id),
         )
-        await readmodel.set_line(tx.conn, target.line_id, "requested", appointment.appointment_id)
+        await readmodel.set_line(
+            tx.conn,
+            target.line_id,
+            "requested",
+            appointment.appointment_id,
+            forget_explanation=True,
+        )
         lines = [
             replace(x, status="requested", appointment_id=appointment.appointment_id)
             if x.line_id == target.line_id
             else x
             for x in lines
         ]
-        await tx.conn.execute(
-            "DELETE FROM explanations WHERE appointment_id = $1", appointment.appointment_id
-        )
     if decision.explain and explain:
         candidates = [
             CandidatePackage(
@@ -234,7 +240,6 @@ async def link_waiting(tx: Transaction, patient_id: str) -> None:
 
 async def invoice_issued(tx: Transaction, envelope: Envelope[PackageInvoiceIssued]) -> None:
     invoice = envelope.payload.invoice
-    await readmodel.lock_patient(tx.conn, invoice.patient_id)
     inserted = await tx.conn.fetchval(
         "INSERT INTO invoices (invoice_id, patient_id, package_id, package_name, issued_at,"
         " redeemable, unpaid, late_cancel_policy) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -288,7 +293,6 @@ async def invoice_redeemability(
     tx: Transaction, envelope: Envelope[PaymentRecorded | PackageInvoiceRefunded]
 ) -> None:
     event = envelope.payload
-    await readmodel.lock_patient(tx.conn, event.patient_id)
     await tx.conn.execute(
         "UPDATE invoices SET redeemable = $2, unpaid = $3 WHERE invoice_id = $1",
         event.invoice_id,
@@ -301,7 +305,6 @@ async def invoice_redeemability(
 
 async def invoice_voided(tx: Transaction, envelope: Envelope[PackageInvoiceVoided]) -> None:
     event = envelope.payload
-    await readmodel.lock_patient(tx.conn, event.patient_id)
     await tx.conn.execute(
         "UPDATE invoices SET redeemable = false, unpaid = false WHERE invoice_id = $1",
         event.invoice_id,
@@ -310,14 +313,9 @@ async def invoice_voided(tx: Transaction, envelope: Envelope[PackageInvoiceVoide
 
 async def line_linked(tx: Transaction, envelope: Envelope[LineLinked]) -> None:
     event = envelope.payload
-    await readmodel.lock_patient(tx.conn, event.patient_id)
-    await readmodel.set_line(tx.conn, event.line.line_id, "linked", event.appointment_id)
-    await tx.conn.execute(
-        "DELETE FROM explanations WHERE appointment_id = $1", event.appointment_id
-    )
     # The appointment may have moved on while the link was on its way (cancelled, changed,
     # moved): decide again now that the line is known to hold it.
-    appointment = await readmodel.appointment(tx.conn, event.appointment_id)
+    appointment = await readmodel.link_line(tx.conn, event.line.line_id, event.appointment_id)
     if appointment is not None and appointment.version != event.appointment_version:
         moved = appointment.starts_at != event.line.appointment_starts_at
         await reconsider(tx, appointment, rescheduled=moved, explain=False)
@@ -325,7 +323,6 @@ async def line_linked(tx: Transaction, envelope: Envelope[LineLinked]) -> None:
 
 async def line_unlinked(tx: Transaction, envelope: Envelope[LineUnlinked]) -> None:
     event = envelope.payload
-    await readmodel.lock_patient(tx.conn, event.patient_id)
     await readmodel.set_line(tx.conn, event.line.line_id, "open", None)
     if event.reason == UnlinkReason.INVOICE_VOIDED:
         # Invoicing releases a void invoice's lines before it announces the void: the invoice
@@ -350,13 +347,11 @@ async def line_unlinked(tx: Transaction, envelope: Envelope[LineUnlinked]) -> No
 
 async def line_forfeited(tx: Transaction, envelope: Envelope[LineForfeited]) -> None:
     event = envelope.payload
-    await readmodel.lock_patient(tx.conn, event.patient_id)
     await readmodel.set_line(tx.conn, event.line.line_id, "forfeited", event.appointment_id)
 
 
 async def link_refused(tx: Transaction, envelope: Envelope[LinkRefused]) -> None:
     event = envelope.payload
-    await readmodel.lock_patient(tx.conn, event.patient_id)
     await tx.conn.execute(
         "UPDATE lines SET status = 'open', appointment_id = NULL"
         " WHERE line_id = $1 AND status = 'requested' AND appointment_id = $2",
@@ -377,7 +372,6 @@ async def link_refused(tx: Transaction, envelope: Envelope[LinkRefused]) -> None
 
 async def line_booking_requested(tx: Transaction, envelope: Envelope[LineBookingRequested]) -> None:
     event = envelope.payload
-    await readmodel.lock_patient(tx.conn, event.patient_id)
     await readmodel.set_line(tx.conn, event.line.line_id, "requested", event.appointment_id)
     await tx.conn.execute(
         "INSERT INTO invoice_booking_requests (appointment_id) VALUES ($1) ON CONFLICT DO NOTHING",
@@ -387,6 +381,5 @@ async def line_booking_requested(tx: Transaction, envelope: Envelope[LineBooking
 
 async def line_booking_refused(tx: Transaction, envelope: Envelope[LineBookingRefused]) -> None:
     event = envelope.payload
-    await readmodel.lock_patient(tx.conn, event.patient_id)
     await readmodel.set_line(tx.conn, event.line.line_id, "open", None)
     await link_waiting(tx, event.patient_id)

@@ -17,11 +17,6 @@ LINE_QUERY = (
 )
 
 
-async def lock_patient(conn: Connection, patient_id: str) -> None:
-    """One patient's decisions never interleave, whichever replica owns which partition now."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", patient_id)
-
-
 def to_line(row: asyncpg.Record) -> Line:
     policy = row["late_cancel_policy"]
     return Line(
@@ -68,10 +63,11 @@ def to_appointment(row: asyncpg.Record) -> Appointment:
 
 
 # Every appointment read for a decision, with whether it still waits for invoicing (0003).
-APPOINTMENT_QUERY = (
-    "SELECT a.*, (a.source = 'invoice' AND NOT EXISTS (SELECT 1 FROM invoice_booking_requests r"
-    " WHERE r.appointment_id = a.appointment_id)) AS awaiting_invoice FROM appointments a"
+APPOINTMENT_COLUMNS = (
+    "a.*, (a.source = 'invoice' AND NOT EXISTS (SELECT 1 FROM invoice_booking_requests r"
+    " WHERE r.appointment_id = a.appointment_id)) AS awaiting_invoice"
 )
+APPOINTMENT_QUERY = f"SELECT {APPOINTMENT_COLUMNS} FROM appointments a"
 
 
 async def appointment(conn: Connection, appointment_id: UUID) -> Appointment | None:
@@ -97,11 +93,41 @@ async def names(conn: Connection) -> dict[str, str]:
 
 
 async def set_line(
-    conn: Connection, line_id: UUID, status: str, appointment_id: UUID | None
+    conn: Connection,
+    line_id: UUID,
+    status: str,
+    appointment_id: UUID | None,
+    *,
+    forget_explanation: bool = False,
 ) -> None:
+    """Set a line's state; ``forget_explanation``: the appointment has a line now, so why it did
+    not match is gone (one round trip for both)."""
+    if not forget_explanation:
+        await conn.execute(
+            "UPDATE lines SET status = $2, appointment_id = $3 WHERE line_id = $1",
+            line_id,
+            status,
+            appointment_id,
+        )
+        return
     await conn.execute(
-        "UPDATE lines SET status = $2, appointment_id = $3 WHERE line_id = $1",
+        "WITH forgotten AS (DELETE FROM explanations WHERE appointment_id = $3)"
+        " UPDATE lines SET status = $2, appointment_id = $3 WHERE line_id = $1",
         line_id,
         status,
         appointment_id,
     )
+
+
+async def link_line(conn: Connection, line_id: UUID, appointment_id: UUID) -> Appointment | None:
+    """Invoicing linked the line: record it, forget why the appointment did not match, and return
+    the appointment as the matcher knows it (one round trip)."""
+    row = await conn.fetchrow(
+        "WITH linked AS (UPDATE lines SET status = 'linked', appointment_id = $2"
+        "  WHERE line_id = $1),"
+        " forgotten AS (DELETE FROM explanations WHERE appointment_id = $2)"
+        f" {APPOINTMENT_QUERY} WHERE a.appointment_id = $2",
+        line_id,
+        appointment_id,
+    )
+    return to_appointment(row) if row else None
