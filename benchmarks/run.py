@@ -135,6 +135,20 @@ class System:
     def cpu(self) -> float:
         return sum(p.cpu_seconds() for p in self.processes.values())
 
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds so far: each service, this load generator, and the whole machine."""
+        return {
+            **{name: p.cpu_seconds() for name, p in self.processes.items()},
+            "load generator": time.process_time(),
+            "machine": machine_busy_seconds(),
+        }
+
+
+def machine_busy_seconds() -> float:
+    # /proc/stat's first line: user nice system idle iowait irq softirq steal ... (ticks)
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
 
 async def start_system(config: Config, run_id: str) -> System:
     prefix = f"bench-{run_id}."
@@ -470,12 +484,20 @@ async def max_rate(driver: Driver, count: int) -> dict[str, Any]:
     for stage in driver.stage.values():
         stage.clear()
     cpu_before = driver.system.cpu()
+    by_process_before = driver.system.cpu_by_process()
     started = time.time()
     ids = await driver.book(count, None)
     sent = time.time()
     await driver.until_linked(ids, within=600)
     done = max(driver.linked[i] for i in ids)
     cpu = driver.system.cpu() - cpu_before
+    # Where the machine's cores went while the bookings went through (cores busy on average).
+    seconds = max(time.time() - started, 1e-9)
+    after = driver.system.cpu_by_process()
+    cores = {name: (after[name] - by_process_before[name]) / seconds for name in after}
+    cores["Kafka, PostgreSQL and the rest"] = max(
+        cores["machine"] - sum(v for k, v in cores.items() if k != "machine"), 0.0
+    )
 
     def rate(times: list[float]) -> float:
         times = sorted(times)[-count:]
@@ -487,6 +509,8 @@ async def max_rate(driver: Driver, count: int) -> dict[str, Any]:
         "linked_per_second": count / (done - started),
         "stage_per_second": {name: rate(times) for name, times in driver.stage.items()},
         "cpu_ms_per_booking": cpu / count * 1000,
+        "cores_busy": cores,
+        "cores": os.cpu_count(),
     }
 
 
@@ -689,6 +713,13 @@ def report(results: dict[str, Any]) -> str:
             f" {stages['booked']:,.0f} | {stages['link command']:,.0f} | {stages['linked']:,.0f}"
             f" | {r['linked_per_second'] / kafka:.1%} | {r['cpu_ms_per_booking']:.1f} ms |"
         )
+    lines += ["", "| cores busy during the highest rate | one matcher | two matchers |"]
+    lines.append("|---|---|---|")
+    names = dict.fromkeys([*one.get("cores_busy", {}), *two.get("cores_busy", {})])
+    for name in names:
+        label = f"whole machine ({one['cores']} cores)" if name == "machine" else name
+        busy = [r.get("cores_busy", {}).get(name, 0.0) for r in (one, two)]
+        lines.append(f"| {label} | {busy[0]:.2f} | {busy[1]:.2f} |")
     lines += ["", "| lines in the databases | CPU per booking | to LineLinked p50 / p99 at 200/s |"]
     lines.append("|---|---|---|")
     for s in results["scaling"]:

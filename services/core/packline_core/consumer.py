@@ -316,8 +316,9 @@ async def _lock(conn: Connection, keys: set[str]) -> None:
     )
 
 
-def _raw_body(message: Any) -> Any:
-    # Records are decoded by packline_contracts.envelope.decode, not by FastStream.
+async def _raw_body(message: Any) -> Any:
+    # Records are decoded by packline_contracts.envelope.decode, not by FastStream. A coroutine:
+    # FastStream runs a plain function in a worker thread, a thread hop per batch.
     return message.body
 
 
