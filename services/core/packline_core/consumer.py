@@ -93,7 +93,7 @@ class MessageConsumer:
         self.name = f"{spec.service}.{spec.name}"
         self.handlers: dict[type[Message], Handler] = {}
         self.answer_invalid: InvalidAnswer | None = None
-        self.serialised_by: Callable[[Any], str] | None = None
+        self._serialise_key: Callable[[Any], str] | None = None
         self.dead_letters = DeadLetterPublisher(service, self.name)
         self._stopping = asyncio.Event()
         service.on_stopping(self._stop)
@@ -113,7 +113,7 @@ class MessageConsumer:
         that two replicas never interleave them, even while a rebalance hands partitions over and
         the old owner is still applying a batch. One round trip per batch: every key of the
         batch is locked before anything is applied, in one order, so no two batches deadlock."""
-        self.serialised_by = key
+        self._serialise_key = key
 
     async def _stop(self) -> None:
         self._stopping.set()
@@ -215,8 +215,8 @@ class MessageConsumer:
         applied: list[Item] = []
         published: list[OutboxRow] = []
         async with self.service.pool.acquire() as conn, conn.transaction():
-            if self.serialised_by is not None:
-                await _lock(conn, {self.serialised_by(item.envelope.payload) for item in items})
+            if self._serialise_key is not None:
+                await _lock(conn, {self._serialise_key(item.envelope.payload) for item in items})
             fresh = await inbox.claim(
                 conn,
                 self.name,

@@ -344,13 +344,11 @@ async def apply_link(
     row = await invoices.line_and_invoice(tx.conn, line_id)
     if row is None or row["invoice_id"] != invoice_id:
         return refused(LinkRefusalCode.UNKNOWN_LINE, f"no line {line_id} on invoice {invoice_id}")
-    redeemable = rules.redeemable(
-        InvoiceStatus(row["invoice_status"]),
-        row["pay_before_use"],
-        row["paid_cents"],
-        row["price_cents"],
+    problem = rules.link_refusal(
+        invoices.line_state(row),
+        appointment,
+        invoices.is_redeemable(row, status_column="invoice_status"),
     )
-    problem = rules.link_refusal(invoices.line_state(row), appointment, redeemable)
     if problem:
         return refused(*problem)
     # I1 is the unique index's to enforce; the NOT EXISTS answers the usual case without an

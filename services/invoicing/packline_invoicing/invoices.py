@@ -82,7 +82,8 @@ async def get_line(
 
 
 async def line_and_invoice(conn: Connection, line_id: UUID) -> asyncpg.Record | None:
-    """The line, locked, with its invoice's columns (``invoice_*``) in one round trip."""
+    """The line, locked, with what :func:`is_redeemable` needs of its invoice (the invoice's
+    status as ``invoice_status``), in one round trip."""
     return await conn.fetchrow(
         f"SELECT {LINE_COLUMNS_OF_L},"
         " i.status AS invoice_status, i.pay_before_use, i.paid_cents, i.price_cents"
@@ -101,9 +102,9 @@ async def lines_of(conn: Connection, invoice_id: UUID) -> list[asyncpg.Record]:
     )
 
 
-def is_redeemable(invoice: asyncpg.Record) -> bool:
+def is_redeemable(invoice: asyncpg.Record, status_column: str = "status") -> bool:
     return rules.redeemable(
-        InvoiceStatus(invoice["status"]),
+        InvoiceStatus(invoice[status_column]),
         invoice["pay_before_use"],
         invoice["paid_cents"],
         invoice["price_cents"],

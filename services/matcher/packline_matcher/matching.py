@@ -181,13 +181,7 @@ async def apply(
             ),
             message_id=derived_id("link", *key, target.line_id),
         )
-        await readmodel.set_line(
-            tx.conn,
-            target.line_id,
-            "requested",
-            appointment.appointment_id,
-            forget_explanation=True,
-        )
+        await readmodel.request_line(tx.conn, target.line_id, appointment.appointment_id)
         lines = [
             replace(x, status="requested", appointment_id=appointment.appointment_id)
             if x.line_id == target.line_id

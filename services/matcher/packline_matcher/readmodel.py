@@ -93,28 +93,27 @@ async def names(conn: Connection) -> dict[str, str]:
 
 
 async def set_line(
-    conn: Connection,
-    line_id: UUID,
-    status: str,
-    appointment_id: UUID | None,
-    *,
-    forget_explanation: bool = False,
+    conn: Connection, line_id: UUID, status: str, appointment_id: UUID | None
 ) -> None:
-    """Set a line's state; ``forget_explanation``: the appointment has a line now, so why it did
-    not match is gone (one round trip for both)."""
-    if not forget_explanation:
-        await conn.execute(
-            "UPDATE lines SET status = $2, appointment_id = $3 WHERE line_id = $1",
-            line_id,
-            status,
-            appointment_id,
-        )
-        return
     await conn.execute(
-        "WITH forgotten AS (DELETE FROM explanations WHERE appointment_id = $3)"
-        " UPDATE lines SET status = $2, appointment_id = $3 WHERE line_id = $1",
+        "UPDATE lines SET status = $2, appointment_id = $3 WHERE line_id = $1",
         line_id,
         status,
+        appointment_id,
+    )
+
+
+# Why an appointment did not match is gone once it holds a line; forgotten in the statement that
+# gives it the line (one round trip for both).
+FORGET_EXPLANATION = "forgotten AS (DELETE FROM explanations WHERE appointment_id = $2)"
+
+
+async def request_line(conn: Connection, line_id: UUID, appointment_id: UUID) -> None:
+    """The matcher has asked invoicing to link the line to the appointment."""
+    await conn.execute(
+        f"WITH {FORGET_EXPLANATION}"
+        " UPDATE lines SET status = 'requested', appointment_id = $2 WHERE line_id = $1",
+        line_id,
         appointment_id,
     )
 
@@ -124,8 +123,7 @@ async def link_line(conn: Connection, line_id: UUID, appointment_id: UUID) -> Ap
     the appointment as the matcher knows it (one round trip)."""
     row = await conn.fetchrow(
         "WITH linked AS (UPDATE lines SET status = 'linked', appointment_id = $2"
-        "  WHERE line_id = $1),"
-        " forgotten AS (DELETE FROM explanations WHERE appointment_id = $2)"
+        f"  WHERE line_id = $1), {FORGET_EXPLANATION}"
         f" {APPOINTMENT_QUERY} WHERE a.appointment_id = $2",
         line_id,
         appointment_id,
