@@ -196,22 +196,26 @@ def encode(envelope: Envelope[Any]) -> KafkaRecord:
 
 
 def headers_of(envelope: Envelope[Any]) -> list[tuple[str, bytes]]:
-    headers = {
-        "message-id": str(envelope.message_id),
-        "message-type": envelope.message_type,
-        "schema-version": str(envelope.schema_version),
-        "correlation-id": str(envelope.correlation_id),
-        "producer": envelope.producer,
-        "content-type": CONTENT_TYPE,
-    }
+    return [(name, value.encode()) for name, value in headers_of_text(envelope)]
+
+
+def headers_of_text(envelope: Envelope[Any]) -> list[tuple[str, str]]:
+    headers = [
+        ("message-id", str(envelope.message_id)),
+        ("message-type", envelope.message_type),
+        ("schema-version", str(envelope.schema_version)),
+        ("correlation-id", str(envelope.correlation_id)),
+        ("producer", envelope.producer),
+        ("content-type", CONTENT_TYPE),
+    ]
     if envelope.causation_id is not None:
-        headers["causation-id"] = str(envelope.causation_id)
-    return [(name, value.encode()) for name, value in headers.items()]
+        headers.append(("causation-id", str(envelope.causation_id)))
+    return headers
 
 
 def decode(
     value: bytes | None,
-    headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] = (),
+    headers: list[tuple[str, bytes | None]] | tuple[tuple[str, bytes | None], ...] = (),
     key: bytes | None = None,
     *,
     require_key: bool = False,
@@ -219,17 +223,22 @@ def decode(
     """Validate a Kafka record into an envelope; raise :class:`InvalidMessage` naming the field.
 
     With ``require_key`` (Packline's consumers) a record without a key is refused: it would have
-    landed on any partition, out of order with the rest of its patient's messages."""
+    landed on any partition, out of order with the rest of its patient's messages. Every header
+    that is present must agree with the value; a schema version newer than this reader knows is
+    refused rather than read as if it were an old one."""
     if value is None:
         raise InvalidMessage.single("value", "the record has no value")
     if len(value) > MAX_MESSAGE_BYTES:
         raise InvalidMessage.single(
             "value", f"{len(value)} bytes; the limit is {MAX_MESSAGE_BYTES}"
         )
+    header_values = _readable_headers(headers)
     try:
         outline = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidMessage.single("value", f"not JSON: {error}") from None
+    except RecursionError:
+        raise InvalidMessage.single("value", "JSON nested too deeply") from None
     if not isinstance(outline, dict):
         raise InvalidMessage.single("value", "must be a JSON object (the envelope)")
     message_type = outline.get("message_type")
@@ -238,6 +247,13 @@ def decode(
     message_class = MESSAGE_TYPES.get(message_type)
     if message_class is None:
         raise UnknownMessageType.single("message_type", f"unknown message type {message_type!r}")
+    version = outline.get("schema_version")
+    if isinstance(version, int) and version > message_class.SCHEMA_VERSION:
+        raise InvalidMessage.single(
+            "schema_version",
+            f"{version} is unknown; {message_type} is read up to version "
+            f"{message_class.SCHEMA_VERSION}",
+        )
     try:
         envelope = envelope_model(message_class).model_validate_json(value, strict=True)
     except ValidationError as error:
@@ -249,26 +265,71 @@ def decode(
                 for problem in error.errors()
             ]
         ) from None
+    except RecursionError:
+        raise InvalidMessage.single("value", "JSON nested too deeply") from None
     if require_key and key is None:
         raise InvalidMessage.single(
             "key", f"missing; this message must be keyed by {envelope.key!r}"
         )
-    _check_agreement(envelope, dict(headers), key)
+    _check_agreement(envelope, header_values, key)
     return envelope
 
 
-def _check_agreement(envelope: Envelope[Any], headers: dict[str, bytes], key: bytes | None) -> None:
+def _readable_headers(
+    headers: list[tuple[str, bytes | None]] | tuple[tuple[str, bytes | None], ...],
+) -> dict[str, str]:
+    """Header names and values as text; a name or a value of Packline's headers that is not
+    UTF-8, or a header without a value, is refused naming the header."""
+    readable: dict[str, str] = {}
+    for name, raw in headers:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = name.encode("utf-8", "surrogateescape")
+            raise InvalidMessage.single("headers", f"header name {shown!r} is not UTF-8") from None
+        if name not in CHECKED_HEADERS:
+            continue
+        if raw is None:
+            raise InvalidMessage.single(f"header {name}", "has no value (null)")
+        try:
+            readable[name] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidMessage.single(f"header {name}", f"{raw[:64]!r} is not UTF-8") from None
+    return readable
+
+
+# The headers Packline writes (see headers_of); each must agree with the value when present.
+CHECKED_HEADERS = frozenset(
+    {
+        "message-id",
+        "message-type",
+        "schema-version",
+        "correlation-id",
+        "causation-id",
+        "producer",
+        "content-type",
+    }
+)
+
+
+def _check_agreement(envelope: Envelope[Any], headers: dict[str, str], key: bytes | None) -> None:
     if envelope.patient_id != envelope.payload.about_patient():
         raise InvalidMessage.single("patient_id", "differs from the payload's patient_id")
-    expected = {
-        "message-id": str(envelope.message_id),
-        "message-type": envelope.message_type,
-        "correlation-id": str(envelope.correlation_id),
-    }
-    for name, wanted in expected.items():
-        if name in headers and headers[name].decode(errors="replace") != wanted:
+    expected = dict(headers_of_text(envelope))
+    for name, said in headers.items():
+        if name == "content-type":
+            if said.split(";")[0].strip().lower() != CONTENT_TYPE:
+                raise InvalidMessage.single(
+                    f"header {name}", f"says {said!r}; must be {CONTENT_TYPE}"
+                )
+            continue
+        wanted = expected.get(name)
+        if said != wanted:
             raise InvalidMessage.single(
-                f"header {name}", f"says {headers[name]!r}, value says {wanted!r}"
+                f"header {name}",
+                f"says {said!r}, value says {wanted!r}"
+                if wanted
+                else f"says {said!r}, value has none",
             )
     if key is not None and key.decode(errors="replace") != envelope.key:
         raise InvalidMessage.single(

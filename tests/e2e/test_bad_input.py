@@ -3,9 +3,7 @@ dead-letter topic with its reason, and the partition keeps flowing behind it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
 from typing import Any
 from uuid import uuid4
 
@@ -23,44 +21,9 @@ from packline_core.service import Service
 from tests.clinic import SETUP, booking, days_ahead, patient
 from tests.conftest import Infrastructure, ReadEvents, StartService
 from tests.helpers import eventually
+from tests.kcat import kcat
 
 pytestmark = pytest.mark.infra
-
-
-async def kcat(
-    infrastructure: Infrastructure,
-    topic: str,
-    value: bytes,
-    *,
-    key: str | None = None,
-    headers: dict[str, str] | None = None,
-    partition: int = 0,
-) -> None:
-    """Produce one record with kcat: value from stdin, as any non-Python client would."""
-    binary = shutil.which("kcat")
-    assert binary, "kcat is needed (deploy/packline setup installs it)"
-    arguments = [
-        binary,
-        "-P",
-        "-b",
-        infrastructure.kafka_bootstrap,
-        "-t",
-        topic,
-        "-p",
-        str(partition),
-        "-X",
-        "message.max.bytes=2000000",
-    ]
-    if key is not None:
-        arguments += ["-K", "\t"]
-        value = key.encode() + b"\t" + value
-    for name, header in (headers or {}).items():
-        arguments += ["-H", f"{name}={header}"]
-    process = await asyncio.create_subprocess_exec(
-        *arguments, stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    _, error = await process.communicate(value)
-    assert process.returncode == 0, error.decode()
 
 
 async def test_every_kind_of_bad_input_is_dead_lettered_with_its_reason(

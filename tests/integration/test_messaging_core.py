@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
+from aiokafka.partitioner import murmur2
 from packline_contracts.envelope import Envelope, encode
 from packline_contracts.probes import ProbeSent
 from packline_contracts.topics import OPS_PROBES, Consumer, dead_letter_topic
@@ -23,15 +24,24 @@ from packline_core.errors import Rejected
 from packline_core.outbox import OutboxRow, Transaction, write_rows
 from packline_core.service import Service
 
-from tests.conftest import CreateDatabase, Infrastructure, StartService
+from tests.conftest import TEST_PARTITIONS, CreateDatabase, Infrastructure, StartService
 from tests.helpers import eventually
 from tests.proxy import CuttableProxy
 
 pytestmark = pytest.mark.infra
 
 
-def probe(sent_by: str = "test") -> ProbeSent:
-    return ProbeSent(probe_id=uuid4(), sent_by=sent_by, sent_at=datetime.now(UTC))
+def probe(sent_by: str = "test", *, on: int | None = None) -> ProbeSent:
+    """A probe; ``on``: one whose key the default (murmur2) partitioner puts on that partition,
+    so it can be sent there explicitly and still be where its key belongs."""
+    while True:
+        made = ProbeSent(probe_id=uuid4(), sent_by=sent_by, sent_at=datetime.now(UTC))
+        if on is None or partition_of(made.kafka_key().encode()) == on:
+            return made
+
+
+def partition_of(key: bytes, partitions: int = TEST_PARTITIONS) -> int:
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 async def send(service: Service, *values: ProbeSent | bytes, partition: int | None = None) -> None:
@@ -67,7 +77,7 @@ async def test_poison_messages_are_dead_lettered_and_the_partition_flows_on(
     start_service: StartService, infrastructure: Infrastructure
 ) -> None:
     calendar = await start_service("calendar")
-    first, last = probe(), probe()
+    first, last = probe(on=0), probe(on=0)
     wrong_shape = b'{"message_type": "ProbeSent", "payload": {"probe_id": 5}}'
     await send(calendar, first, b"\x00not json", wrong_shape, last, partition=0)
 
@@ -118,8 +128,8 @@ async def test_a_handler_rejection_dead_letters_only_that_message(
 
     calendar = await start_service("calendar", customize=add_picky_consumer)
     await calendar.pool.execute("CREATE TABLE picked (probe_id uuid PRIMARY KEY)")
-    good = [probe() for _ in range(5)]
-    poison = probe("poison")
+    good = [probe(on=1) for _ in range(5)]
+    poison = probe("poison", on=1)
     await send(calendar, *good[:2], poison, *good[2:], partition=1)
 
     async def picked() -> int:

@@ -4,7 +4,8 @@ refusal with the reason, so whoever sent it can finish either way."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -34,7 +35,7 @@ from packline_contracts.catalogue import (
     LocationDefined,
     PractitionerDefined,
 )
-from packline_contracts.envelope import Envelope, InvalidMessage
+from packline_contracts.envelope import Envelope
 from packline_contracts.types import Appointment, AppointmentStatus, PatientId
 from packline_core.consumer import MessageConsumer
 from packline_core.outbox import Transaction
@@ -47,7 +48,11 @@ from packline_calendar.rules import (
     check_changeable,
     clash_reason,
     default_duration,
+    request_time,
 )
+
+# The calendar's clock; tests may replace it. Rules are given its reading, never read it.
+clock: Callable[[], datetime] = partial(datetime.now, UTC)
 
 
 def register_commands(consumer: MessageConsumer) -> None:
@@ -59,7 +64,7 @@ def register_commands(consumer: MessageConsumer) -> None:
     consumer.handles(CancelAppointment)(cancel)
     consumer.handles(DeleteAppointment)(delete)
     consumer.handles(RecordAttendance)(record_attendance)
-    consumer.answer_invalid = answer_invalid_command
+    consumer.answer_refused = answer_refused_command
 
 
 async def define_practitioner(tx: Transaction, envelope: Envelope[DefinePractitioner]) -> None:
@@ -112,7 +117,7 @@ async def book(tx: Transaction, envelope: Envelope[BookAppointment]) -> None:
     fees = context.fee_durations
     refusal = check_booking(
         starts_at=command.starts_at,
-        requested_at=envelope.occurred_at,
+        requested_at=request_time(envelope.occurred_at, clock()),
         fee_ids=command.fee_ids,
         known_fees=fees,
         source=command.source,
@@ -258,7 +263,7 @@ async def reschedule(tx: Transaction, envelope: Envelope[RescheduleAppointment])
     current = await changeable(tx, command, "reschedule")
     if current is None:
         return
-    if command.starts_at <= envelope.occurred_at:
+    if command.starts_at <= request_time(envelope.occurred_at, clock()):
         return refuse_change(
             tx,
             command,
@@ -385,11 +390,10 @@ async def record_attendance(tx: Transaction, envelope: Envelope[RecordAttendance
     tx.publish(AttendanceRecorded(patient_id=command.patient_id, appointment=updated))
 
 
-async def answer_invalid_command(
-    tx: Transaction, outline: dict[str, Any], error: InvalidMessage
-) -> None:
-    """A command too malformed to apply still gets an answer when it says which patient and
-    appointment it is about: its sender is waiting for one. (It is also dead-lettered.)"""
+async def answer_refused_command(tx: Transaction, outline: dict[str, Any], why: str) -> None:
+    """A command that cannot be applied (malformed, or holding a value the database cannot
+    store) still gets an answer when it says which patient and appointment it is about: its
+    sender is waiting for one. (It is also dead-lettered.)"""
     payload = outline.get("payload")
     if not isinstance(payload, dict):
         return
@@ -398,7 +402,7 @@ async def answer_invalid_command(
         appointment_id = UUID(str(payload.get("appointment_id")))
     except (ValidationError, ValueError):
         return
-    reason = f"invalid {outline.get('message_type')}: {error}"[:500]
+    reason = f"{outline.get('message_type')} {why}"[:500]
     if outline.get("message_type") == BookAppointment.MESSAGE_TYPE:
         tx.publish(
             BookingRefused(

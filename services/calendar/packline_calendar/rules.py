@@ -4,7 +4,7 @@ against the database (which alone decides availability)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from packline_contracts.appointments import RefusalCode
 from packline_contracts.types import AppointmentStatus, BookingSource, InvoiceLineRef
@@ -67,3 +67,17 @@ def clash_reason(practitioner: str, starts_at: datetime, ends_at: datetime) -> s
         f"{practitioner} is already booked from {starts_at:%H:%M} to {ends_at:%H:%M}"
         f" on {starts_at:%a %d %b %Y}"
     )
+
+
+# How far a sender's clock may be from the calendar's before its ``occurred_at`` stops being
+# believed as the time of a request (documented in the README's table of refusals).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def request_time(occurred_at: datetime, calendar_now: datetime) -> datetime:
+    """When a command was made, for "is this in the past": the sender's ``occurred_at`` while
+    it is within ``CLOCK_SKEW`` of the calendar's clock (so a prompt replay decides the same
+    way), else the calendar's own time: a backdated envelope cannot book into 2020."""
+    if abs(occurred_at - calendar_now) <= CLOCK_SKEW:
+        return occurred_at
+    return calendar_now

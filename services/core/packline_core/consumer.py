@@ -2,17 +2,28 @@
 
 For each batch of records (one ``getmany`` of the consumer group):
 
-1. Decode each record. An invalid one (bad JSON, wrong shape, unknown type) is dead-lettered.
-   A valid message of a type this consumer does not handle is skipped.
+1. Decode each record. An invalid one (bad JSON, wrong shape, unknown type, a header that
+   disagrees, a name that is not UTF-8, anything that makes reading it raise) is dead-lettered,
+   and so is a valid one that sits on another partition than its key's (its sender used another
+   partitioner, so its patient's messages are out of order). A valid message of a type this
+   consumer does not handle is skipped.
 2. Apply the rest in **one database transaction**: claim their ids in the inbox (a message applied
    before is skipped), run each one's handler, write the messages they publish to the outbox,
    commit.
 3. Only then commit the Kafka offsets, per partition.
 
 Failures: a transient one (database or broker unreachable, a conflict) is retried with exponential
-backoff for as long as it lasts; nothing is skipped. A handler's ``Rejected``, or an unexpected
-error that persists through ``max_attempts``, dead-letters the message: the batch is applied again
-one message at a time so that only the bad message is set aside, and processing goes on.
+backoff for as long as it lasts; nothing is skipped. A permanent one (a handler's ``Rejected``, a
+value the database cannot hold, an answer too large for an event) at once, and an unexpected error
+that persists through ``max_attempts``, dead-letter the message and answer its sender: the batch
+is applied again one message at a time so that only the bad message is set aside, and processing
+goes on. Should anything still escape, the batch's partitions are read again from their first
+record and nothing is committed past it; a fetch that raises does the same.
+
+Lag is measured from the broker (end offsets against this replica's commits) every few seconds,
+whether or not anything moves, and a partition with records waiting and no commit for
+``stall_seconds`` makes the replica not ready (``/health/ready``) and shows in
+``packline_consumer_stalled_partitions``.
 
 FastStream reads the records (``AckPolicy.MANUAL``: it never commits on its own); everything that
 decides what is committed is here.
@@ -28,18 +39,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStateError, KafkaError
+from aiokafka.partitioner import murmur2
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 from packline_contracts.envelope import Envelope, InvalidMessage, Message, decode
 from packline_contracts.topics import Consumer
 
-from packline_core import inbox
+from packline_core import inbox, records
 from packline_core.db import Connection
 from packline_core.deadletters import DeadLetterPublisher
-from packline_core.errors import Rejected, ShuttingDown, is_transient
+from packline_core.errors import ArgumentError, Rejected, ShuttingDown, is_permanent, is_transient
 from packline_core.outbox import OutboxRow, Transaction, write_rows
 
 if TYPE_CHECKING:
@@ -47,11 +60,13 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+records.install()  # a header name that is not UTF-8 must not break a whole fetch
+
 M = TypeVar("M", bound=Message)
 Handler = Callable[[Transaction, Envelope[Any]], Awaitable[None]]
-# Answers a command that could not even be decoded (its sender is waiting for an answer): gets the
-# raw JSON object, when the value was one, and the error.
-InvalidAnswer = Callable[[Transaction, dict[str, Any], InvalidMessage], Awaitable[None]]
+# Answers a command that cannot be applied (its sender is waiting for an answer): gets the raw
+# JSON object, when the value was one, and the reason, which names the field where it can.
+RefusalAnswer = Callable[[Transaction, dict[str, Any], str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,8 @@ class ConsumerSettings:
     max_attempts: int = 5  # for unexpected errors; transient ones are retried without limit
     first_backoff: float = 0.2
     max_backoff: float = 30.0
+    lag_interval: float = 5.0  # how often lag is read from the broker
+    stall_seconds: float = 60.0  # records waiting and no commit for this long: not ready
 
 
 @dataclass(slots=True)
@@ -92,10 +109,12 @@ class MessageConsumer:
         self.settings = settings or ConsumerSettings()
         self.name = f"{spec.service}.{spec.name}"
         self.handlers: dict[type[Message], Handler] = {}
-        self.answer_invalid: InvalidAnswer | None = None
+        self.answer_refused: RefusalAnswer | None = None
         self._serialise_key: Callable[[Any], str] | None = None
         self.dead_letters = DeadLetterPublisher(service, self.name)
         self._stopping = asyncio.Event()
+        self._kafka_consumers: list[AIOKafkaConsumer] = []
+        self.progress = Progress(self.settings.stall_seconds)
         service.on_stopping(self._stop)
 
     def handles(self, *message_types: type[M]) -> Callable[[Handler], Handler]:
@@ -137,31 +156,67 @@ class MessageConsumer:
             auto_offset_reset="earliest",
             decoder=_raw_body,
         )
+        fetch = subscriber.get_msg
+
+        async def get_msg(consumer: AIOKafkaConsumer) -> Any:
+            # FastStream's loop handles the broker's own errors and a stopped consumer; anything
+            # else would kill its task and drop what was fetched, so the partitions are read
+            # again from their commits instead.
+            if consumer not in self._kafka_consumers:
+                self._kafka_consumers.append(consumer)
+            try:
+                return await fetch(consumer)
+            except (KafkaError, ConsumerStoppedError):
+                raise
+            except Exception:
+                self.service.metrics.fetch_failures.labels(self.name).inc()
+                log.exception("fetching records failed; reading again", consumer=self.name)
+                await self._rewind(consumer, None)
+                await self._backoff(1)
+                return ()
+
+        subscriber.get_msg = get_msg  # type: ignore[method-assign]
 
         @subscriber
         async def on_batch(message: KafkaMessage) -> None:
-            records = message.raw_message
-            assert isinstance(records, tuple)
+            batch = message.raw_message
+            assert isinstance(batch, tuple)
             consumer = message.consumer
             assert isinstance(consumer, AIOKafkaConsumer)
             try:
-                await self.process(list(records))
+                await self.process(list(batch), consumer.partitions_for_topic)
             except ShuttingDown:
                 return  # uncommitted: the next owner of these partitions reads them again
-            await self._commit(consumer, records)
+            except Exception:
+                # Nothing past an unapplied record is committed: read the batch again.
+                self.service.metrics.batch_failures.labels(self.name).inc()
+                log.exception("a batch failed unexpectedly; reading it again", consumer=self.name)
+                await self._rewind(consumer, batch)
+                with contextlib.suppress(ShuttingDown):
+                    await self._backoff(3)
+                return
+            await self._commit(consumer, batch)
 
     # --- processing ---------------------------------------------------------------------------
 
-    async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+    async def process(
+        self,
+        batch: Sequence[ConsumerRecord[bytes, bytes]],
+        partitions_of: Callable[[str], set[int] | None] = lambda topic: None,
+    ) -> None:
         metrics = self.service.metrics
         started = time.monotonic()
         items: list[Item] = []
-        for record in records:
+        for record in batch:
             try:
                 envelope = decode(record.value, record.headers, record.key, require_key=True)
+                _check_partition(record, partitions_of(record.topic))
             except InvalidMessage as error:
-                await self._dead_letter(record, f"invalid message: {error}", error, attempts=1)
-                await self._answer_invalid(record, error)
+                await self._refuse(record, f"invalid message: {error}", error, attempts=1)
+                continue
+            except Exception as error:  # whatever reading a hostile record raises: set it aside
+                reason = f"unreadable message: {type(error).__name__}: {error}"
+                await self._refuse(record, reason[:500], error, attempts=1)
                 continue
             if type(envelope.payload) not in self.handlers:
                 metrics.ignored.labels(self.name, envelope.message_type).inc()
@@ -169,7 +224,7 @@ class MessageConsumer:
             items.append(Item(record, envelope))
         if items:
             await self._apply(items)
-        metrics.batch_size.labels(self.name).observe(len(records))
+        metrics.batch_size.labels(self.name).observe(len(batch))
         metrics.batch_seconds.labels(self.name).observe(time.monotonic() - started)
 
     async def _apply(self, items: list[Item]) -> None:
@@ -181,21 +236,17 @@ class MessageConsumer:
                 return
             except ShuttingDown:
                 raise
-            except Rejected as error:
-                if len(items) > 1:
-                    return await self._apply_one_by_one(items)
-                await self._dead_letter(items[0].record, f"rejected: {error}", error, attempt)
-                return
             except Exception as error:
-                transient = is_transient(error)
+                permanent = is_permanent(error)
+                transient = not permanent and is_transient(error)
                 self.service.metrics.failed.labels(self.name, str(transient).lower()).inc()
-                if not transient and attempt >= self.settings.max_attempts:
+                if permanent or (not transient and attempt >= self.settings.max_attempts):
                     if len(items) > 1:
                         return await self._apply_one_by_one(items)
-                    log.exception("message failed every attempt", **_ids(items[0]))
-                    await self._dead_letter(
-                        items[0].record, f"failed {attempt} times: {error!r}", error, attempt
-                    )
+                    if not permanent:
+                        log.exception("message failed every attempt", **_ids(items[0]))
+                    reason = _reason(error) if permanent else f"failed {attempt} times: {error!r}"
+                    await self._refuse(items[0].record, reason, error, attempt)
                     return
                 log.warning(
                     "applying messages failed; retrying",
@@ -240,42 +291,36 @@ class MessageConsumer:
         for item in applied:  # counted once committed
             metrics.handled.labels(self.name, item.envelope.message_type).inc()
 
-    async def _answer_invalid(
-        self, record: ConsumerRecord[bytes, bytes], error: InvalidMessage
+    async def _refuse(
+        self, record: ConsumerRecord[bytes, bytes], reason: str, error: BaseException, attempts: int
     ) -> None:
-        if self.answer_invalid is None:
+        """Set the record aside (dead letter) and answer its sender where it can be told."""
+        await self.dead_letters.publish(record, reason, error, attempts, self._backoff)
+        await self._answer(record, reason)
+
+    async def _answer(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        if self.answer_refused is None:
             return
         try:
             outline = json.loads(record.value or b"")
-        except ValueError:
+        except (ValueError, RecursionError):
             return
         if not isinstance(outline, dict):
             return
-        answer = self.answer_invalid
+        answer = self.answer_refused
         attempt = 0
         while True:  # the answer is a write like any other: retried while the database is away
             attempt += 1
             try:
                 async with self.service.transaction() as tx:
-                    await answer(tx, outline, error)
+                    await answer(tx, outline, reason)
                 return
+            except ShuttingDown:
+                raise
             except Exception as failure:
                 if not is_transient(failure):
-                    log.exception("could not answer an invalid command", consumer=self.name)
+                    log.exception("could not answer a refused command", consumer=self.name)
                     return
-                await self._backoff(attempt)
-
-    async def _dead_letter(
-        self, record: ConsumerRecord[bytes, bytes], reason: str, error: BaseException, attempts: int
-    ) -> None:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self.dead_letters.publish(record, reason, error, attempts)
-                return
-            except Exception as publish_error:
-                log.warning("dead-lettering failed; retrying", error=repr(publish_error))
                 await self._backoff(attempt)
 
     async def _backoff(self, attempt: int) -> None:
@@ -285,11 +330,36 @@ class MessageConsumer:
         if self._stopping.is_set():
             raise ShuttingDown
 
+    async def _rewind(
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: Sequence[ConsumerRecord[bytes, bytes]] | None,
+    ) -> None:
+        """Read again from the first record of ``batch`` on each of its partitions, or (no
+        batch: a failed fetch) from the last commit of every assigned partition."""
+        first: dict[TopicPartition, int] = {}
+        if batch is not None:
+            for record in batch:
+                partition = TopicPartition(record.topic, record.partition)
+                first[partition] = min(first.get(partition, record.offset), record.offset)
+        else:
+            for partition in consumer.assignment():
+                committed = await consumer.committed(partition)
+                if committed is None:
+                    await consumer.seek_to_beginning(partition)
+                else:
+                    first[partition] = committed
+        for partition, offset in first.items():
+            try:
+                consumer.seek(partition, offset)
+            except (IllegalStateError, AssertionError):
+                pass  # no longer ours: its next owner reads it from the commit
+
     async def _commit(
-        self, consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[bytes, bytes]]
+        self, consumer: AIOKafkaConsumer, batch: Sequence[ConsumerRecord[bytes, bytes]]
     ) -> None:
         offsets: dict[TopicPartition, int] = {}
-        for record in records:
+        for record in batch:
             partition = TopicPartition(record.topic, record.partition)
             offsets[partition] = max(offsets.get(partition, 0), record.offset + 1)
         try:
@@ -299,12 +369,122 @@ class MessageConsumer:
             # records again and its inbox skips them.
             log.warning("offset commit refused after a rebalance", error=repr(error))
             return
+        now = time.monotonic()
         for partition, offset in offsets.items():
-            highwater = consumer.highwater(partition)
-            if highwater is not None:
-                self.service.metrics.consumer_lag.labels(
-                    self.name, partition.topic, partition.partition
-                ).set(max(highwater - offset, 0))
+            self.progress.committed(partition, offset, now)
+
+    # --- lag and stalls -----------------------------------------------------------------------
+
+    async def watch(self) -> None:
+        """Every ``lag_interval``: each assigned partition's lag from the broker's end offsets
+        against the commits, whether or not anything moved (a stalled consumer shows)."""
+        metrics = self.service.metrics
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.lag_interval)
+            if self._stopping.is_set():
+                return
+            try:
+                lags = await self._measure_lag()
+            except Exception as error:  # the broker may be away: the gauges keep their values
+                log.info("could not measure consumer lag", consumer=self.name, error=repr(error))
+                continue
+            now = time.monotonic()
+            for partition, (lag, committed) in lags.items():
+                metrics.consumer_lag.labels(self.name, partition.topic, partition.partition).set(
+                    lag
+                )
+                self.progress.measured(partition, lag, committed, now)
+            self.progress.keep_only(set(lags))
+            metrics.stalled_partitions.labels(self.name).set(len(self.progress.stalled(now)))
+
+    async def _measure_lag(self) -> dict[TopicPartition, tuple[int, int | None]]:
+        lags: dict[TopicPartition, tuple[int, int | None]] = {}
+        for consumer in list(self._kafka_consumers):
+            assigned = list(consumer.assignment())
+            if not assigned:
+                continue
+            ends = await consumer.end_offsets(assigned)
+            starts = await consumer.beginning_offsets(assigned)
+            for partition in assigned:
+                committed = await consumer.committed(partition)
+                start = committed if committed is not None else starts[partition]
+                lags[partition] = (max(ends[partition] - start, 0), committed)
+        return lags
+
+    def stall(self) -> str | None:
+        """Why this consumer is not making progress, or None."""
+        stalled = self.progress.stalled(time.monotonic())
+        if not stalled:
+            return None
+        shown = ", ".join(f"{p.topic}/{p.partition} ({lag} waiting)" for p, lag in stalled[:5])
+        return f"no progress for {self.settings.stall_seconds:.0f} s on {shown}"
+
+
+class Progress:
+    """When each partition last moved, and whether records wait behind it (for readiness)."""
+
+    def __init__(self, stall_seconds: float) -> None:
+        self.stall_seconds = stall_seconds
+        self._lag: dict[TopicPartition, int] = {}
+        self._offset: dict[TopicPartition, int | None] = {}
+        self._moved: dict[TopicPartition, float] = {}
+
+    def committed(self, partition: TopicPartition, offset: int, now: float) -> None:
+        if self._offset.get(partition) != offset:
+            self._offset[partition] = offset
+            self._moved[partition] = now
+
+    def measured(
+        self, partition: TopicPartition, lag: int, committed: int | None, now: float
+    ) -> None:
+        self._lag[partition] = lag
+        if partition not in self._moved or self._offset.get(partition) != committed:
+            self._offset[partition] = committed
+            self._moved[partition] = now
+        if lag == 0:
+            self._moved[partition] = now
+
+    def keep_only(self, partitions: set[TopicPartition]) -> None:
+        """Forget partitions that moved to another replica."""
+        for gone in set(self._lag) - partitions:
+            self._lag.pop(gone, None)
+            self._offset.pop(gone, None)
+            self._moved.pop(gone, None)
+
+    def stalled(self, now: float) -> list[tuple[TopicPartition, int]]:
+        return [
+            (partition, lag)
+            for partition, lag in sorted(self._lag.items())
+            if lag > 0 and now - self._moved.get(partition, now) >= self.stall_seconds
+        ]
+
+
+def _check_partition(record: ConsumerRecord[bytes, bytes], partitions: set[int] | None) -> None:
+    """A keyed record must sit where Packline's producers (murmur2, as the Java client and
+    aiokafka by default) put that key; elsewhere its patient's messages are out of order."""
+    if record.key is None or not partitions:
+        return
+    expected = (murmur2(record.key) & 0x7FFFFFFF) % len(partitions)
+    if record.partition != expected:
+        raise InvalidMessage.single(
+            "partition",
+            f"key {record.key[:64]!r} belongs on partition {expected} of {len(partitions)}"
+            f" (murmur2, the Java client's default), not {record.partition}; produce with the"
+            " murmur2 partitioner (librdkafka/kcat: partitioner=murmur2_random)",
+        )
+
+
+def _reason(error: BaseException) -> str:
+    """A permanent failure in words, naming the field where the error does."""
+    if isinstance(error, InvalidMessage):
+        return f"invalid message: {error}"
+    if isinstance(error, Rejected):
+        return f"rejected: {error}"
+    text = str(error) or type(error).__name__
+    if isinstance(error, (asyncpg.DataError, ArgumentError)):
+        return f"refused: the database cannot hold a value of this message: {text}"[:500]
+    return f"refused: {text}"[:500]
 
 
 async def _lock(conn: Connection, keys: set[str]) -> None:

@@ -10,26 +10,107 @@ dead-letter topic, with these headers added:
     dead-letter-attempts   how many times applying it was tried
     dead-letter-consumer   which consumer gave up on it
     dead-letter-at         when (ISO 8601, UTC)
+
+A header whose name is not UTF-8 cannot be written back under that name: it travels as
+``dead-letter-unreadable-header`` (its name's bytes, ``=``, its value).
+
+Dead letters always fit. A record too large to go back on the broker beside those headers
+(``INLINE_LIMIT``), or one whose dead-letter publish keeps failing, is kept byte for byte in the
+service's own database (table ``dead_letter_store``) and the topic gets a small reference instead:
+no value, the headers above plus ``dead-letter-stored`` (the row's id) and
+``dead-letter-stored-bytes``. A reference that could not be published yet is sent by the
+service's sweep (:func:`publish_stored`); ``packline_dead_letters_unpublished`` counts them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from packline_contracts.topics import dead_letter_topic
 
+from packline_core.errors import is_transient
 from packline_core.kafka import KafkaSettings, client_options
 
 if TYPE_CHECKING:
     from packline_core.service import Service
 
+log = structlog.get_logger(__name__)
+
 PREFIX = "dead-letter-"
 MAX_REASON = 2000
+# Key, value and headers above this go to the database, not back on the broker (whose limit is
+# about 1 MiB per record, the dead-letter headers included).
+INLINE_LIMIT = 512 * 1024
+# Publishing a dead letter is tried this often before it is stored in the database instead.
+PUBLISH_ATTEMPTS = 4
+STORED = "stored"
+UNREADABLE_HEADER = PREFIX + "unreadable-header"
+_NAMESPACE = uuid.UUID("5d1a2f0e-6c57-4f57-9a55-2f0d0e6c4a11")
+
+Backoff = Callable[[int], Awaitable[None]]
+Headers = list[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """One record being set aside, with why."""
+
+    consumer: str
+    record: ConsumerRecord[bytes, bytes]
+    reason: str
+    error: str
+    attempts: int
+
+    @property
+    def id(self) -> uuid.UUID:
+        r = self.record
+        return uuid.uuid5(_NAMESPACE, f"{self.consumer}/{r.topic}/{r.partition}/{r.offset}")
+
+    @property
+    def size(self) -> int:
+        r = self.record
+        headers = sum(len(name) + len(value or b"") for name, value in r.headers or ())
+        return len(r.key or b"") + len(r.value or b"") + headers
+
+    def added_headers(self) -> Headers:
+        r = self.record
+        added = {
+            "reason": _text(self.reason)[:MAX_REASON],
+            "error": self.error,
+            "topic": r.topic,
+            "partition": str(r.partition),
+            "offset": str(r.offset),
+            "attempts": str(self.attempts),
+            "consumer": self.consumer,
+            "at": datetime.now(UTC).isoformat(),
+        }
+        return [(PREFIX + name, value.encode()) for name, value in added.items()]
+
+    def original_headers(self) -> Headers:
+        """The record's own headers, as a producer can write them again."""
+        kept: Headers = []
+        for name, value in self.record.headers or ():
+            if name.startswith(PREFIX):
+                continue
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raw = name.encode("utf-8", "surrogateescape")
+                kept.append((UNREADABLE_HEADER, raw + b"=" + (value or b"")))
+            else:
+                kept.append((name, value))
+        return kept
+
+    def reference_key(self) -> bytes | None:
+        key = self.record.key
+        return key if key is not None and len(key) <= 1024 else None
 
 
 class DeadLetterPublisher:
@@ -44,29 +125,127 @@ class DeadLetterPublisher:
         reason: str,
         error: BaseException,
         attempts: int,
+        backoff: Backoff,
     ) -> None:
-        added = {
-            "reason": reason[:MAX_REASON],
-            "error": type(error).__name__,
-            "topic": record.topic,
-            "partition": str(record.partition),
-            "offset": str(record.offset),
-            "attempts": str(attempts),
-            "consumer": self.consumer_name,
-            "at": datetime.now(UTC).isoformat(),
-        }
-        headers = [
-            *[
-                (name, value)
-                for name, value in (record.headers or ())
-                if not name.startswith(PREFIX)
-            ],
-            *[(PREFIX + name, value.encode()) for name, value in added.items()],
-        ]
+        """Set ``record`` aside durably: on the dead-letter topic, or in the database with a
+        reference on the topic. Returns once it is one or the other, so the offset may move."""
+        letter = Letter(self.consumer_name, record, reason, type(error).__name__, attempts)
+        if letter.size <= INLINE_LIMIT:
+            for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+                try:
+                    await self._send(letter.original_headers(), record.key, record.value, letter)
+                    return
+                except Exception as failure:
+                    self._failed(failure)
+                    if not is_transient(failure) or attempt == PUBLISH_ATTEMPTS:
+                        break
+                    await backoff(attempt)
+        await self._store(letter, backoff)
+        try:
+            await self._send_reference(letter)
+        except Exception as failure:  # stored: the sweep publishes the reference later
+            self._failed(failure)
+            return
+        await self.service.pool.execute(
+            "UPDATE dead_letter_store SET published_at = now() WHERE id = $1", letter.id
+        )
+
+    async def _send(
+        self, headers: Headers, key: bytes | None, value: bytes | None, letter: Letter
+    ) -> None:
         await self.service.producer.send_and_wait(
-            self.topic, value=record.value, key=record.key, headers=headers
+            self.topic, value=value, key=key, headers=[*headers, *letter.added_headers()]
         )
         self.service.metrics.dead_lettered.labels(self.consumer_name).inc()
+
+    async def _send_reference(self, letter: Letter) -> None:
+        stored: Headers = [
+            (PREFIX + STORED, str(letter.id).encode()),
+            (PREFIX + "stored-bytes", str(letter.size).encode()),
+        ]
+        await self._send(stored, letter.reference_key(), None, letter)
+
+    def _failed(self, failure: BaseException) -> None:
+        self.service.metrics.dead_letter_publish_failures.labels(self.consumer_name).inc()
+        log.warning(
+            "publishing a dead letter failed", consumer=self.consumer_name, error=repr(failure)
+        )
+
+    async def _store(self, letter: Letter, backoff: Backoff) -> None:
+        """Keep the original record in the service's database (retried while it is away)."""
+        r = letter.record
+        names = [name.encode("utf-8", "surrogateescape") for name, _ in r.headers or ()]
+        values = [value for _, value in r.headers or ()]
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.service.pool.execute(
+                    "INSERT INTO dead_letter_store (id, consumer, topic, kafka_partition,"
+                    " kafka_offset, kafka_key, value, header_names, header_values, reason, error,"
+                    " attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    letter.id,
+                    letter.consumer,
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    r.key,
+                    r.value,
+                    names,
+                    values,
+                    _text(letter.reason),
+                    letter.error,
+                    letter.attempts,
+                )
+                return
+            except Exception as failure:
+                if not is_transient(failure):
+                    raise
+                await backoff(attempt)
+
+
+async def publish_stored(service: Service, limit: int = 100) -> int:
+    """Publish the references of stored dead letters that are not on the topic yet; returns how
+    many are still waiting (the gauge ``packline_dead_letters_unpublished``)."""
+    rows = await service.pool.fetch(
+        "SELECT * FROM dead_letter_store WHERE published_at IS NULL ORDER BY stored_at LIMIT $1",
+        limit,
+    )
+    for row in rows:
+        record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+            row["topic"],
+            row["kafka_partition"],
+            row["kafka_offset"],
+            0,
+            0,
+            row["kafka_key"],
+            row["value"],
+            None,
+            0,
+            0,
+            (),
+        )
+        publisher = DeadLetterPublisher(service, row["consumer"])
+        letter = Letter(row["consumer"], record, row["reason"], row["error"], row["attempts"])
+        try:
+            await publisher._send_reference(letter)
+        except Exception as failure:
+            publisher._failed(failure)
+            break
+        await service.pool.execute(
+            "UPDATE dead_letter_store SET published_at = now() WHERE id = $1", row["id"]
+        )
+    waiting: int = await service.pool.fetchval(
+        "SELECT count(*) FROM dead_letter_store WHERE published_at IS NULL"
+    )
+    service.metrics.dead_letters_unpublished.set(waiting)
+    return waiting
+
+
+def _text(reason: str) -> str:
+    # PostgreSQL text and Kafka header values hold neither NUL nor lone surrogates.
+    return reason.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +262,14 @@ class DeadLetter:
             if header_name == PREFIX + name:
                 return value.decode(errors="replace")
         raise KeyError(name)
+
+    @property
+    def stored_id(self) -> str | None:
+        """The id of the row in ``dead_letter_store`` holding the record, for a reference."""
+        try:
+            return self.header(STORED)
+        except KeyError:
+            return None
 
     @property
     def origin(self) -> tuple[str, int, int]:
@@ -147,6 +334,8 @@ async def redrive(kafka: KafkaSettings | str, letters: Iterable[DeadLetter]) -> 
     sent: list[DeadLetter] = []
     try:
         for letter in letters:
+            if letter.stored_id is not None:
+                continue  # only a reference: the record is in the service's database
             origin_topic, partition, offset = letter.origin
             headers = [
                 (name, value)

@@ -6,6 +6,9 @@ import asyncio
 
 import asyncpg
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from asyncpg.exceptions._base import DataError as ArgumentError
+
+__all__ = ["ArgumentError", "Rejected", "ShuttingDown", "is_permanent", "is_transient"]
 
 
 class Rejected(Exception):
@@ -36,8 +39,27 @@ _TRANSIENT_POSTGRES = (
 
 def is_transient(error: BaseException) -> bool:
     """True for failures of the database or the broker that retrying will get past."""
+    if is_permanent(error):
+        return False
     if isinstance(error, (*_TRANSIENT_POSTGRES, KafkaConnectionError, KafkaTimeoutError)):
         return True
     if isinstance(error, KafkaError):
         return bool(getattr(error, "retriable", False))
     return isinstance(error, OSError | ConnectionError | asyncio.TimeoutError)
+
+
+# Values the database cannot hold (NUL in text, a date out of range, a number too large) fail
+# the same way on every attempt: retrying would only hold the partition.
+# asyncpg's own ArgumentError (a query argument it cannot encode, e.g. an int over int32) is an
+# InterfaceError, which would otherwise count as a connection problem.
+_PERMANENT_POSTGRES = (asyncpg.DataError, ArgumentError)
+
+
+def is_permanent(error: BaseException) -> bool:
+    """True for failures that no retry will get past: the message itself is the problem."""
+    from packline_contracts.envelope import InvalidMessage
+    from pydantic import ValidationError
+
+    return isinstance(
+        error, (Rejected, *_PERMANENT_POSTGRES, InvalidMessage, ValidationError, RecursionError)
+    )

@@ -22,11 +22,20 @@ def configure_logging(service: str, instance_id: str, level: str, fmt: str) -> N
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    # JSON lines carry an exception's traceback as text ("exception"); without this step
+    # log.exception in JSON kept only the message and the on-call engineer had no stack.
+    tracebacks: list[structlog.types.Processor] = (
+        [structlog.processors.format_exc_info] if fmt == "json" else []
+    )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *tracebacks,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

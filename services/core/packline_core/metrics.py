@@ -50,6 +50,36 @@ class ServiceMetrics:
             ["consumer"],
             registry=self.registry,
         )
+        self.dead_letter_publish_failures = Counter(
+            "packline_dead_letter_publish_failures",
+            "Attempts to publish a dead letter that failed (it is then stored in the database).",
+            ["consumer"],
+            registry=self.registry,
+        )
+        self.dead_letters_unpublished = Gauge(
+            "packline_dead_letters_unpublished",
+            "Dead letters kept in the database whose reference is not on the topic yet.",
+            registry=self.registry,
+        )
+        self.fetch_failures = Counter(
+            "packline_consumer_fetch_failures",
+            "Fetches from the broker that raised; the partitions are read again from the last"
+            " commit.",
+            ["consumer"],
+            registry=self.registry,
+        )
+        self.batch_failures = Counter(
+            "packline_consumer_batch_failures",
+            "Batches abandoned by an unexpected error; they are read again, nothing is skipped.",
+            ["consumer"],
+            registry=self.registry,
+        )
+        self.stalled_partitions = Gauge(
+            "packline_consumer_stalled_partitions",
+            "Partitions of this replica with records waiting and no commit for the stall time.",
+            ["consumer"],
+            registry=self.registry,
+        )
         self.batch_seconds = Histogram(
             "packline_batch_seconds",
             "Time to apply one batch of messages, retries included.",
@@ -66,7 +96,8 @@ class ServiceMetrics:
         )
         self.consumer_lag = Gauge(
             "packline_consumer_lag",
-            "Messages in a partition not yet processed by this replica.",
+            "Records in a partition after the consumer group's committed offset (from the"
+            " broker's end offsets, measured every few seconds, with or without progress).",
             ["consumer", "topic", "partition"],
             registry=self.registry,
         )

@@ -24,7 +24,7 @@ from packline_contracts import registry  # noqa: F401  (registers every message 
 from packline_contracts.envelope import Envelope
 from packline_contracts.topics import consumer as consumer_spec
 
-from packline_core import migrations
+from packline_core import deadletters, migrations
 from packline_core.auth import protect
 from packline_core.body_limit import BodyLimit
 from packline_core.consumer import ConsumerSettings, MessageConsumer
@@ -80,6 +80,7 @@ class Service:
         self.http.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
         self._pool: asyncpg.Pool | None = None
         self._relay_task: asyncio.Task[None] | None = None
+        self._watch_tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._started_hooks: list[Hook] = []
         self._stopping_hooks: list[Hook] = []
@@ -92,7 +93,12 @@ class Service:
         consumer = MessageConsumer(
             self,
             consumer_spec(self.name, name),
-            settings or ConsumerSettings(batch_size=self.settings.consumer_batch_size),
+            settings
+            or ConsumerSettings(
+                batch_size=self.settings.consumer_batch_size,
+                lag_interval=self.settings.consumer_lag_seconds,
+                stall_seconds=self.settings.consumer_stall_seconds,
+            ),
         )
         self.consumers.append(consumer)
         return consumer
@@ -166,6 +172,10 @@ class Service:
             consumer.subscribe()
         await self.broker.start()
         self._relay_task = asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay")
+        self._watch_tasks = [
+            *(asyncio.create_task(c.watch(), name=f"{c.name}-lag") for c in self.consumers),
+            asyncio.create_task(self._publish_stored_dead_letters(), name=f"{self.name}-dlq"),
+        ]
         self._running = True
         for hook in self._started_hooks:
             await hook()
@@ -180,6 +190,9 @@ class Service:
             await hook()
         # Consumers first: each finishes (and commits) the batch in hand, which needs the pool.
         await self.broker.stop()
+        for task in self._watch_tasks:
+            task.cancel()
+        await asyncio.gather(*self._watch_tasks, return_exceptions=True)
         self.relay.stop()
         if self._relay_task is not None:
             await self._relay_task
@@ -200,7 +213,18 @@ class Service:
         except Exception as error:  # readiness reports every failure, whatever its kind
             checks["database"] = f"unreachable: {type(error).__name__}"
         checks["kafka"] = "ok" if await self.broker.ping(timeout=2.0) else "unreachable"
+        stalls = [f"{c.name}: {stall}" for c in self.consumers if (stall := c.stall())]
+        checks["consumers"] = "; ".join(stalls) if stalls else "ok"
         return checks
+
+    async def _publish_stored_dead_letters(self) -> None:
+        """Dead letters kept in the database whose reference did not reach the topic yet."""
+        while True:
+            try:
+                await deadletters.publish_stored(self)
+            except Exception as error:  # the database or broker may be away: next round
+                log.info("could not publish stored dead letters", error=repr(error))
+            await asyncio.sleep(self.settings.dead_letter_sweep_seconds)
 
     @asynccontextmanager
     async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:

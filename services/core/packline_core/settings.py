@@ -54,6 +54,20 @@ class ServiceSettings(KafkaSettings):
     consumer_batch_size: int = Field(
         default=500, ge=1, le=10_000, description="Most messages applied in one transaction."
     )
+    consumer_stall_seconds: float = Field(
+        default=60,
+        gt=0,
+        description="A partition with records waiting and no commit for this long makes the "
+        "replica not ready (/health/ready) and counts in packline_consumer_stalled_partitions.",
+    )
+    consumer_lag_seconds: float = Field(
+        default=5, gt=0, le=300, description="How often lag is read from the broker."
+    )
+    dead_letter_sweep_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="How often dead letters kept in the database are offered to the topic again.",
+    )
     outbox_poll_seconds: float = Field(
         default=1.0,
         gt=0,
