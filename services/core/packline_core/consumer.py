@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,6 +58,7 @@ from packline_core.outbox import OutboxRow, Transaction, write_rows
 
 if TYPE_CHECKING:
     from packline_core.service import Service
+    from packline_core.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +79,14 @@ class ConsumerSettings:
     max_backoff: float = 30.0
     lag_interval: float = 5.0  # how often lag is read from the broker
     stall_seconds: float = 60.0  # records waiting and no commit for this long: not ready
+
+    @classmethod
+    def of(cls, settings: ServiceSettings) -> ConsumerSettings:
+        return cls(
+            batch_size=settings.consumer_batch_size,
+            lag_interval=settings.consumer_lag_seconds,
+            stall_seconds=settings.consumer_stall_seconds,
+        )
 
 
 @dataclass(slots=True)
@@ -106,7 +116,7 @@ class MessageConsumer:
     ) -> None:
         self.service = service
         self.spec = spec
-        self.settings = settings or ConsumerSettings()
+        self.settings = settings or ConsumerSettings.of(service.settings)
         self.name = f"{spec.service}.{spec.name}"
         self.handlers: dict[type[Message], Handler] = {}
         self.answer_refused: RefusalAnswer | None = None
@@ -155,6 +165,7 @@ class MessageConsumer:
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             decoder=_raw_body,
+            parser=_headers_untouched,
         )
         fetch = subscriber.get_msg
 
@@ -494,6 +505,17 @@ async def _lock(conn: Connection, keys: set[str]) -> None:
         " FROM unnest($1::text[]) AS k ORDER BY h) AS ordered",
         list(keys),
     )
+
+
+async def _headers_untouched(
+    batch: tuple[ConsumerRecord[bytes, bytes], ...], parse: Callable[[Any], Awaitable[Any]]
+) -> Any:
+    """FastStream's own parsing decodes every header value as UTF-8 and fails on a null or
+    non-UTF-8 one, before any handler runs, and the batch is lost. It gets the records without
+    their headers (it only copies them for its own use); ours keep them, and decode() judges."""
+    message = await parse(tuple(dataclasses.replace(record, headers=()) for record in batch))
+    message.raw_message = batch
+    return message
 
 
 async def _raw_body(message: Any) -> Any:

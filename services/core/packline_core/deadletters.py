@@ -24,6 +24,7 @@ service's sweep (:func:`publish_stored`); ``packline_dead_letters_unpublished`` 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -153,8 +154,13 @@ class DeadLetterPublisher:
     async def _send(
         self, headers: Headers, key: bytes | None, value: bytes | None, letter: Letter
     ) -> None:
-        await self.service.producer.send_and_wait(
-            self.topic, value=value, key=key, headers=[*headers, *letter.added_headers()]
+        # Bounded: a topic that is gone or refuses us would otherwise hold the partition for
+        # the producer's whole metadata wait on every attempt.
+        await asyncio.wait_for(
+            self.service.producer.send_and_wait(
+                self.topic, value=value, key=key, headers=[*headers, *letter.added_headers()]
+            ),
+            timeout=self.service.settings.dead_letter_publish_seconds,
         )
         self.service.metrics.dead_lettered.labels(self.consumer_name).inc()
 

@@ -93,12 +93,7 @@ class Service:
         consumer = MessageConsumer(
             self,
             consumer_spec(self.name, name),
-            settings
-            or ConsumerSettings(
-                batch_size=self.settings.consumer_batch_size,
-                lag_interval=self.settings.consumer_lag_seconds,
-                stall_seconds=self.settings.consumer_stall_seconds,
-            ),
+            settings or ConsumerSettings.of(self.settings),
         )
         self.consumers.append(consumer)
         return consumer

@@ -63,6 +63,12 @@ class ServiceSettings(KafkaSettings):
     consumer_lag_seconds: float = Field(
         default=5, gt=0, le=300, description="How often lag is read from the broker."
     )
+    dead_letter_publish_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="How long one attempt to publish a dead letter may take before it is retried "
+        "(after a few attempts the dead letter is kept in the database instead).",
+    )
     dead_letter_sweep_seconds: float = Field(
         default=30,
         gt=0,
