@@ -29,6 +29,7 @@ from packline_core.auth import protect
 from packline_core.body_limit import BodyLimit
 from packline_core.consumer import ConsumerSettings, MessageConsumer
 from packline_core.db import Connection
+from packline_core.http_errors import install_error_answers
 from packline_core.metrics import ServiceMetrics
 from packline_core.outbox import OutboxRelay, RelaySettings, Transaction
 from packline_core.settings import ServiceSettings
@@ -77,6 +78,7 @@ class Service:
         self.consumers: list[MessageConsumer] = []
         self.http = FastAPI(title=f"Packline {name}", lifespan=self._lifespan)
         protect(self.http, settings)
+        install_error_answers(self.http)
         self.http.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
         self._pool: asyncpg.Pool | None = None
         self._relay_task: asyncio.Task[None] | None = None
