@@ -137,6 +137,7 @@ async def _dead_letters(args: argparse.Namespace) -> None:
                         "when": letter.header("at"),
                         "key": (letter.key or b"").decode(errors="replace"),
                         "value": (letter.value or b"")[:500].decode(errors="replace"),
+                        "stored": letter.stored_id,
                     }
                 )
             )
@@ -152,6 +153,12 @@ async def _dead_letters(args: argparse.Namespace) -> None:
     sent = await deadletters.redrive(_kafka(args), chosen)
     for letter in sent:
         print(f"re-drove {letter.partition}:{letter.offset} to {letter.origin[0]}")
+    for letter in chosen:
+        if letter.stored_id is not None:
+            print(
+                f"left {letter.partition}:{letter.offset}: only a reference; the record is row"
+                f" {letter.stored_id} of dead_letter_store in {args.service}'s database"
+            )
     print(f"{len(sent)} dead letter(s) re-driven")
 
 
