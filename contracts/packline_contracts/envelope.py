@@ -277,10 +277,11 @@ def decode(
 
 def _readable_headers(
     headers: list[tuple[str, bytes | None]] | tuple[tuple[str, bytes | None], ...],
-) -> dict[str, str]:
-    """Header names and values as text; a name or a value of Packline's headers that is not
-    UTF-8, or a header without a value, is refused naming the header."""
-    readable: dict[str, str] = {}
+) -> list[tuple[str, str]]:
+    """Packline's headers as text, every copy of each (a repeated header is checked copy by
+    copy: a router may read the first, a consumer the last). A name that is not UTF-8, or a
+    header of ours without a value or with one that is not UTF-8, is refused naming it."""
+    readable: list[tuple[str, str]] = []
     for name, raw in headers:
         try:
             name.encode("utf-8")
@@ -292,7 +293,7 @@ def _readable_headers(
         if raw is None:
             raise InvalidMessage.single(f"header {name}", "has no value (null)")
         try:
-            readable[name] = raw.decode("utf-8")
+            readable.append((name, raw.decode("utf-8")))
         except UnicodeDecodeError:
             raise InvalidMessage.single(f"header {name}", f"{raw[:64]!r} is not UTF-8") from None
     return readable
@@ -312,11 +313,13 @@ CHECKED_HEADERS = frozenset(
 )
 
 
-def _check_agreement(envelope: Envelope[Any], headers: dict[str, str], key: bytes | None) -> None:
+def _check_agreement(
+    envelope: Envelope[Any], headers: list[tuple[str, str]], key: bytes | None
+) -> None:
     if envelope.patient_id != envelope.payload.about_patient():
         raise InvalidMessage.single("patient_id", "differs from the payload's patient_id")
     expected = dict(headers_of_text(envelope))
-    for name, said in headers.items():
+    for name, said in headers:
         if name == "content-type":
             if said.split(";")[0].strip().lower() != CONTENT_TYPE:
                 raise InvalidMessage.single(

@@ -15,10 +15,9 @@ consumer of a running calendar service (real PostgreSQL and Kafka), and after ea
 - nothing else was dead-lettered, and a record the contract leaves open (an unknown field nested
   very deeply) was either applied or dead-lettered, never both, never neither.
 
-What the fuzz found is pinned by the xfail(strict=True) tests in the middle of this file: until
-they pass, the fuzz also accepts a repeated header whose first copy contradicts the value
-(applied or dead-lettered), and a dead letter kept in the database whose reference could not be
-sent (it lists those at the end).
+What the fuzz found is kept as the regression tests in the middle of this file (each failed before
+its fix): a repeated header whose first copy contradicted the value, and dead letters whose
+reference no producer could write.
 
 A second test sends a generated batch through the broker itself (aiokafka, and kcat for header
 names that are not UTF-8) to the running service, and also checks that the consumer group's
@@ -452,10 +451,9 @@ class Batch:
             envelope = self.envelopes[step.key, step.message]
             fate = Fate.DEAD_LETTERED
             if step.where == "contradicting-copy":
-                # decode() reads the last copy of a repeated header, so a contradicting first
-                # copy passes today (test_a_repeated_header_that_contradicts_the_value_is_refused).
+                # Every copy of a repeated header is checked: a contradicting first copy is
+                # refused, so the envelope is fresh (its id is not expected to be applied).
                 envelope = Envelope.wrap(self.probes[step.key], producer=PRODUCER)
-                fate = Fate.EITHER
             key, value, headers = _mutate(encode(envelope), step)
             planned = self._keyed(step, key, value, headers, fate, envelope)
             if key is None:
@@ -630,8 +628,8 @@ async def check_outcome(
     for p in planned:
         letter: DeadLetter | None = by_origin.get((p.partition, p.offset))
         if letter is None and (p.partition, p.offset) in stored_only:
-            if not stored_only[p.partition, p.offset].strip():
-                wrong.append(f"{p!r}: kept in the database without a reason")
+            # Every reference is writable now: one that is not on the topic is a failure.
+            wrong.append(f"{p!r}: kept in the database, its reference not on the topic")
             unpublished.append(p)
             letter = _STORED_ONLY
         applied = rows[p.message_id] if p.message_id is not None else 0
@@ -869,9 +867,9 @@ async def test_every_record_is_applied_once_or_dead_lettered_with_a_reason(
         print(f"kept in the database, reference not on the topic: {unpublished}")
 
 
-# --- what the fuzz found: the smallest records that still break a promise ------------------------
-# Each is marked xfail(strict=True): it fails today, and passes (so the mark must go, and the fuzz
-# above may then expect the stricter outcome) once the consumer edge is mended.
+# --- what the fuzz found: the smallest records that broke a promise, kept as regressions ---------
+# A repeated header whose first copy contradicted the value was applied; a record with neither key
+# nor value, and a large one without a short key, got a reference no producer could write.
 
 
 async def _one_record(
@@ -915,12 +913,6 @@ async def _one_record(
     return calendar, letters, applied
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="decode() reads only the last copy of a repeated header: a first copy that contradicts"
-    " the value passes, and a tool or router that reads the first copy is misled",
-)
 async def test_a_repeated_header_that_contradicts_the_value_is_refused(
     start_service: StartService, infrastructure: Infrastructure
 ) -> None:
@@ -937,15 +929,6 @@ async def test_a_repeated_header_that_contradicts_the_value_is_refused(
     assert "header message-type" in letters[0].header("reason")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="aiokafka refuses to send a record with neither key nor value, so the dead letter of"
-    " one (a tombstone without a key, which kcat -Z or the Java client can send) is kept in the"
-    " database and its reference never reaches the topic; the sweep retries it every"
-    " dead_letter_sweep_seconds and, stopping at the first failure, never publishes a stored"
-    " reference behind it",
-)
 async def test_a_record_with_neither_key_nor_value_is_on_the_dead_letter_topic(
     start_service: StartService, infrastructure: Infrastructure
 ) -> None:
@@ -956,13 +939,6 @@ async def test_a_record_with_neither_key_nor_value_is_on_the_dead_letter_topic(
     assert await deadletters.publish_stored(calendar) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the reference of a stored dead letter has no value and carries the key only up to"
-    " 1024 bytes: a record over the inline limit with no key (or a longer one) gets a reference"
-    " aiokafka refuses to send, so it is never on the topic",
-)
 @pytest.mark.parametrize("key", [None, b"k" * 1025], ids=["no key", "a key over 1024 bytes"])
 async def test_a_large_record_without_a_short_key_has_its_reference_on_the_topic(
     start_service: StartService, infrastructure: Infrastructure, key: bytes | None

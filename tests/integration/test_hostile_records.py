@@ -129,7 +129,7 @@ async def test_a_record_near_the_broker_limit_is_kept_in_the_database_and_the_pa
         AppointmentBooked, lambda e: e.payload.appointment.appointment_id == behind.appointment_id
     )
     (letter,) = await at_least(infrastructure, calendar, 1)
-    assert letter.value is None
+    assert json.loads(letter.value)["dead_letter_stored"] == letter.header("stored")
     assert "the limit is 262144" in letter.header("reason")
     stored = await calendar.pool.fetchrow(
         "SELECT * FROM dead_letter_store WHERE id = $1::uuid", letter.header("stored")

@@ -17,14 +17,17 @@ A header whose name is not UTF-8 cannot be written back under that name: it trav
 Dead letters always fit. A record too large to go back on the broker beside those headers
 (``INLINE_LIMIT``), or one whose dead-letter publish keeps failing, is kept byte for byte in the
 service's own database (table ``dead_letter_store``) and the topic gets a small reference instead:
-no value, the headers above plus ``dead-letter-stored`` (the row's id) and
-``dead-letter-stored-bytes``. A reference that could not be published yet is sent by the
-service's sweep (:func:`publish_stored`); ``packline_dead_letters_unpublished`` counts them.
+the value ``{"dead_letter_stored": id, "bytes": n}``, the headers above plus
+``dead-letter-stored`` (the row's id) and ``dead-letter-stored-bytes``. So is a record with
+neither key nor value, which no producer of ours can write back. A reference that could not be
+published yet is sent by the service's sweep (:func:`publish_stored`);
+``packline_dead_letters_unpublished`` counts them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -109,6 +112,17 @@ class Letter:
                 kept.append((name, value))
         return kept
 
+    @property
+    def fits_inline(self) -> bool:
+        """Small enough for the broker beside the dead-letter headers, and writable at all (a
+        producer refuses a record with neither key nor value, which another client can send)."""
+        r = self.record
+        return self.size <= INLINE_LIMIT and (r.key is not None or r.value is not None)
+
+    def reference_value(self) -> bytes:
+        # Never null: a reference must be writable even when the record had no key.
+        return json.dumps({"dead_letter_stored": str(self.id), "bytes": self.size}).encode()
+
     def reference_key(self) -> bytes | None:
         key = self.record.key
         return key if key is not None and len(key) <= 1024 else None
@@ -131,7 +145,7 @@ class DeadLetterPublisher:
         """Set ``record`` aside durably: on the dead-letter topic, or in the database with a
         reference on the topic. Returns once it is one or the other, so the offset may move."""
         letter = Letter(self.consumer_name, record, reason, type(error).__name__, attempts)
-        if letter.size <= INLINE_LIMIT:
+        if letter.fits_inline:
             for attempt in range(1, PUBLISH_ATTEMPTS + 1):
                 try:
                     await self._send(letter.original_headers(), record.key, record.value, letter)
@@ -169,7 +183,7 @@ class DeadLetterPublisher:
             (PREFIX + STORED, str(letter.id).encode()),
             (PREFIX + "stored-bytes", str(letter.size).encode()),
         ]
-        await self._send(stored, letter.reference_key(), None, letter)
+        await self._send(stored, letter.reference_key(), letter.reference_value(), letter)
 
     def _failed(self, failure: BaseException) -> None:
         self.service.metrics.dead_letter_publish_failures.labels(self.consumer_name).inc()
@@ -236,9 +250,9 @@ async def publish_stored(service: Service, limit: int = 100) -> int:
         letter = Letter(row["consumer"], record, row["reason"], row["error"], row["attempts"])
         try:
             await publisher._send_reference(letter)
-        except Exception as failure:
+        except Exception as failure:  # the next round tries it again; the others go on
             publisher._failed(failure)
-            break
+            continue
         await service.pool.execute(
             "UPDATE dead_letter_store SET published_at = now() WHERE id = $1", row["id"]
         )
