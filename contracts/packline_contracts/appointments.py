@@ -9,10 +9,10 @@ appointment."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from packline_contracts.envelope import Kind, PatientMessage
 from packline_contracts.topics import CALENDAR_COMMANDS, CALENDAR_EVENTS
@@ -21,9 +21,11 @@ from packline_contracts.types import (
     Appointment,
     BookingSource,
     FeeId,
+    Instant,
     InvoiceLineRef,
     LocationId,
     Minutes,
+    OneLine,
     PractitionerId,
     Reason,
 )
@@ -44,7 +46,7 @@ class BookAppointment(AppointmentCommand):
 
     practitioner_id: PractitionerId
     location_id: LocationId
-    starts_at: AwareDatetime
+    starts_at: Instant
     duration_minutes: Minutes | None = Field(
         default=None, description="Defaults to the first fee's duration."
     )
@@ -59,7 +61,7 @@ class BookAppointment(AppointmentCommand):
 class RescheduleAppointment(AppointmentCommand):
     """Move an appointment (R10: it keeps its package link)."""
 
-    starts_at: AwareDatetime
+    starts_at: Instant
     duration_minutes: Minutes | None = None
     requested_by: Actor
 
@@ -77,7 +79,7 @@ class CancelAppointment(AppointmentCommand):
     """Cancel (R9). ``cancelled_at`` is when the patient cancelled, for the late-cancel policy."""
 
     cancelled_by: Actor
-    cancelled_at: AwareDatetime
+    cancelled_at: Instant
     reason: Reason | None = None
 
 
@@ -119,7 +121,7 @@ class AppointmentBooked(AppointmentEvent):
 
 
 class AppointmentRescheduled(AppointmentEvent):
-    previous_starts_at: AwareDatetime
+    previous_starts_at: Instant
 
 
 class AppointmentChanged(AppointmentEvent):
@@ -128,7 +130,7 @@ class AppointmentChanged(AppointmentEvent):
 
 class AppointmentCancelled(AppointmentEvent):
     cancelled_by: Actor
-    cancelled_at: AwareDatetime
+    cancelled_at: Instant
     reason: Reason | None = None
 
 
@@ -171,7 +173,7 @@ class AppointmentChangeRefused(PatientMessage):
     KIND: ClassVar[Kind] = "event"
 
     appointment_id: UUID
-    command_type: str
+    command_type: Annotated[OneLine, Field(min_length=1, max_length=100)]
     code: RefusalCode
     reason: Reason
     clashing_appointment_id: UUID | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from packline_contracts.envelope import Kind, Message
 from packline_contracts.topics import (
@@ -19,12 +19,14 @@ from packline_contracts.topics import (
     INVOICING_COMMANDS,
 )
 from packline_contracts.types import (
+    MAX_PACKAGE_SESSIONS,
     Cents,
     Currency,
     FeeId,
     LateCancelPolicy,
     LocationId,
     Minutes,
+    Name,
     PackageId,
     PackageItem,
     PractitionerId,
@@ -37,7 +39,7 @@ class Fee(Message):
     """A billable service the clinic sells, e.g. "60-min massage"."""
 
     fee_id: FeeId
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     duration_minutes: Minutes = Field(description="Default length of its appointments (R3).")
     price_cents: Cents
     currency: Currency
@@ -71,8 +73,13 @@ class Package(Message):
     """R1: a package of sessions, e.g. "5 x 60-min massage with Dr A at Northside"."""
 
     package_id: PackageId
-    name: str = Field(min_length=1, max_length=200)
-    items: list[PackageItem] = Field(min_length=1, max_length=50, description="Fee x count.")
+    name: Name
+    items: list[PackageItem] = Field(
+        min_length=1,
+        max_length=50,
+        description=f"Fee x count; at most {MAX_PACKAGE_SESSIONS} sessions in all, so the "
+        "invoice's event, which carries every line, stays well under the message size limit.",
+    )
     practitioners: Restriction = Field(default_factory=Restriction)
     locations: Restriction = Field(default_factory=Restriction)
     validity: Validity
@@ -81,6 +88,16 @@ class Package(Message):
     online_purchase: bool = Field(default=False, description="Patients can buy it online.")
     pay_before_use: bool = Field(default=False, description="Redeemable only once paid.")
     late_cancel_policy: LateCancelPolicy | None = None
+
+    @field_validator("items")
+    @classmethod
+    def _sessions_fit_one_event(cls, items: list[PackageItem]) -> list[PackageItem]:
+        sessions = sum(item.count for item in items)
+        if sessions > MAX_PACKAGE_SESSIONS:
+            raise ValueError(
+                f"{sessions} sessions in all; a package has at most {MAX_PACKAGE_SESSIONS}"
+            )
+        return items
 
     def kafka_key(self) -> str:
         return self.package_id
@@ -105,7 +122,7 @@ class PackageDefined(Package):
 
 class Practitioner(Message):
     practitioner_id: PractitionerId
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
 
     def kafka_key(self) -> str:
         return self.practitioner_id
@@ -128,7 +145,7 @@ class PractitionerDefined(Practitioner):
 
 class Location(Message):
     location_id: LocationId
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
 
     def kafka_key(self) -> str:
         return self.location_id

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
-from typing import ClassVar
+from typing import Annotated, ClassVar
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from packline_contracts.envelope import Kind, PatientMessage
 from packline_contracts.topics import INVOICING_COMMANDS, INVOICING_EVENTS
@@ -24,13 +24,20 @@ from packline_contracts.types import (
     Cents,
     Currency,
     FeeId,
+    Instant,
     LateCancelPolicy,
+    Name,
+    OneLine,
     PackageId,
     PatientId,
     Reason,
     Restriction,
     Value,
+    Version,
 )
+
+# Why a line was chosen, in words (R11): names the line and its package.
+Rule = Annotated[OneLine, Field(max_length=500)]
 
 # --- commands ---------------------------------------------------------------------------------
 
@@ -55,7 +62,7 @@ class IssuePackageInvoice(InvoiceCommand):
     package_id: PackageId
     channel: PurchaseChannel
     issued_by: Actor
-    issued_at: AwareDatetime
+    issued_at: Instant
     practitioners: Restriction | None = None
     locations: Restriction | None = None
 
@@ -63,7 +70,7 @@ class IssuePackageInvoice(InvoiceCommand):
 class RecordPayment(InvoiceCommand):
     payment_id: UUID
     amount_cents: Cents = Field(gt=0)
-    paid_at: AwareDatetime
+    paid_at: Instant
     recorded_by: Actor
 
 
@@ -88,7 +95,7 @@ class LinkAppointment(InvoiceCommand):
 
     line_id: UUID
     appointment: Appointment
-    rule: str = Field(min_length=1, description="Why this line (R11), shown to staff.")
+    rule: Rule = Field(min_length=1, description="Why this line (R11), shown to staff.")
 
 
 class UnlinkReason(StrEnum):
@@ -104,7 +111,7 @@ class UnlinkAppointment(InvoiceCommand):
 
     line_id: UUID
     appointment_id: UUID
-    appointment_version: int = Field(ge=1)
+    appointment_version: Version
     reason: UnlinkReason
     forfeit: bool = Field(default=False, description="Late cancel / no-show: session is used up.")
 
@@ -138,7 +145,7 @@ class InvoiceLine(Value):
     """One session of a package invoice, as invoicing knows it now."""
 
     line_id: UUID
-    line_number: int = Field(ge=1, description="Order on the invoice (R11's last tie-break).")
+    line_number: Version = Field(description="Order on the invoice (R11's last tie-break).")
     fee_id: FeeId
     practitioners: Restriction
     locations: Restriction
@@ -146,17 +153,17 @@ class InvoiceLine(Value):
     valid_until: date = Field(description="Last day an appointment can redeem it.")
     status: LineStatus
     appointment_id: UUID | None = None
-    appointment_starts_at: AwareDatetime | None = None
-    version: int = Field(ge=1, description="Increases with every change of this line.")
+    appointment_starts_at: Instant | None = None
+    version: Version = Field(description="Increases with every change of this line.")
 
 
 class PackageInvoice(Value):
     invoice_id: UUID
     patient_id: PatientId
     package_id: PackageId
-    package_name: str
+    package_name: Name
     channel: PurchaseChannel
-    issued_at: AwareDatetime
+    issued_at: Instant
     status: InvoiceStatus
     price_cents: Cents
     paid_cents: Cents
@@ -214,7 +221,7 @@ class LineEvent(InvoiceEvent):
     ABSTRACT = True
 
     package_id: PackageId
-    package_name: str
+    package_name: Name
     line: InvoiceLine
     balance: Balance
 
@@ -224,21 +231,20 @@ class LineLinked(LineEvent):
     shows the appointment date."""
 
     appointment_id: UUID
-    appointment_version: int = Field(ge=1)
-    link_version: int = Field(
-        ge=1,
+    appointment_version: Version
+    link_version: Version = Field(
         description="Increases with every link change of this appointment; apply a link "
         "event only if it is newer than the last one applied.",
     )
-    session_number: int = Field(ge=1, description="This is session N of balance.total.")
-    rule: str = Field(description="Why this line was chosen (R11).")
+    session_number: Version = Field(description="This is session N of balance.total.")
+    rule: Rule = Field(description="Why this line was chosen (R11).")
 
 
 class LineUnlinked(LineEvent):
     """A line is free again (R8, R9, R10, R13); the appointment stays booked without a note."""
 
     appointment_id: UUID
-    link_version: int = Field(ge=1)
+    link_version: Version
     reason: UnlinkReason
 
 
@@ -246,7 +252,7 @@ class LineForfeited(LineEvent):
     """R9: a late cancellation or no-show used up the session; the line stays consumed."""
 
     appointment_id: UUID
-    link_version: int = Field(ge=1)
+    link_version: Version
     reason: Reason
 
 
@@ -268,7 +274,7 @@ class LinkRefused(InvoiceEvent):
 
     line_id: UUID
     appointment_id: UUID
-    appointment_version: int = Field(ge=1)
+    appointment_version: Version
     code: LinkRefusalCode
     reason: Reason
 
@@ -277,7 +283,7 @@ class InvoiceCommandRefused(InvoiceEvent):
     """A purchase, payment, void, refund, unlink or unassign that could not be applied, and why
     (e.g. unknown package or invoice, a line of another patient)."""
 
-    command_type: str
+    command_type: Annotated[OneLine, Field(min_length=1, max_length=100)]
     reason: Reason
     line_id: UUID | None = None
 
@@ -286,7 +292,7 @@ class LineBookingRequested(LineEvent):
     """R3: staff saved a line with "Add appointment: Yes"; the calendar was asked to book."""
 
     appointment_id: UUID
-    starts_at: AwareDatetime
+    starts_at: Instant
 
 
 class LineBookingRefused(LineEvent):

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from packline_contracts.envelope import Kind, PatientMessage
 from packline_contracts.topics import MATCHER_EVENTS
-from packline_contracts.types import FeeId, PackageId, Reason, Value
+from packline_contracts.types import FeeId, Name, PackageId, Reason, Value, Version
 
 
 class NoMatchCode(StrEnum):
@@ -31,7 +31,7 @@ class CandidatePackage(Value):
 
     invoice_id: UUID
     package_id: PackageId
-    package_name: str
+    package_name: Name
     code: NoMatchCode
     reason: Reason = Field(description='In words, e.g. "covers this fee only with Dr A".')
 
@@ -43,7 +43,7 @@ class AppointmentNotMatched(PatientMessage):
     KIND: ClassVar[Kind] = "event"
 
     appointment_id: UUID
-    appointment_version: int = Field(ge=1)
-    fee_ids: list[FeeId]
+    appointment_version: Version
+    fee_ids: list[FeeId] = Field(max_length=20)
     candidates: list[CandidatePackage] = Field(min_length=1)
     summary: Reason

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import ClassVar
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field
-
 from packline_contracts.envelope import Kind, Message
 from packline_contracts.topics import OPS_PROBES
+from packline_contracts.types import Actor, Instant
 
 
 class ProbeSent(Message):
@@ -18,8 +17,8 @@ class ProbeSent(Message):
     KIND: ClassVar[Kind] = "event"
 
     probe_id: UUID
-    sent_by: str = Field(min_length=1, max_length=128)
-    sent_at: AwareDatetime
+    sent_by: Actor
+    sent_at: Instant
 
     def kafka_key(self) -> str:
         return str(self.probe_id)

@@ -1,13 +1,102 @@
-"""Value types shared by many messages, in the clinic's words."""
+"""Value types shared by many messages, in the clinic's words.
+
+Every type here also says what the services' databases and the events can hold, so a value that
+passes validation can always be stored and published: text never carries NUL (PostgreSQL text
+cannot) nor other control characters, money and counters fit the database's integer columns,
+instants lie in a window every column and every date sum can hold, and a package has no more
+sessions than one event can carry."""
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+# --- limits -----------------------------------------------------------------------------------
+
+# The services store money, counts and versions in PostgreSQL ``integer`` columns.
+MAX_INT32 = 2**31 - 1
+
+# Instants (and the last day of a package) lie in these years, both as written and in UTC. An
+# appointment's end (start + at most a day), a package's last day (sale + at most 3650 days) and
+# a late-cancel window all stay far inside what Python and PostgreSQL can hold; an instant such
+# as 0001-01-01T00:00:00+05:00, whose UTC form is before year 1, cannot even be converted.
+FIRST_YEAR, LAST_YEAR = 1900, 2199
+_YEAR_PATTERN = r"^(19|20|21)[0-9]{2}-"
+
+# A package invoice's event (PackageInvoiceIssued) carries every line. At its largest, a line
+# (64-character fee id, two restrictions of MAX_RESTRICTION_IDS 64-character ids, every optional
+# field set) is about 1.8 KB of JSON, so MAX_PACKAGE_SESSIONS lines and the rest of the invoice
+# come to about 185 KB: under the 256 KiB message limit with more than a quarter to spare
+# (tests/unit/test_contract_limits.py builds that largest event and measures it).
+MAX_RESTRICTION_IDS = 10
+MAX_PACKAGE_SESSIONS = 100
+
+# --- text -------------------------------------------------------------------------------------
+
+# C0 control characters and DEL are refused (NUL above all: PostgreSQL text cannot hold it), and
+# so are lone surrogates, which are not characters and cannot be encoded as UTF-8. Text of more
+# than one line may keep tab, line feed and carriage return.
+_ONE_LINE_PATTERN = r"^[^\x00-\x1F\x7F\uD800-\uDFFF]*$"
+_MULTI_LINE_PATTERN = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F\uD800-\uDFFF]*$"
+_ONE_LINE_REFUSED = re.compile(r"[\x00-\x1F\x7F\uD800-\uDFFF]")
+_MULTI_LINE_REFUSED = re.compile(r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F\uD800-\uDFFF]")
+
+
+def _one_line(value: str) -> str:
+    return _refuse(value, _ONE_LINE_REFUSED)
+
+
+def _multi_line(value: str) -> str:
+    return _refuse(value, _MULTI_LINE_REFUSED)
+
+
+def _refuse(value: str, refused: re.Pattern[str]) -> str:
+    found = refused.search(value)
+    if found is not None:
+        code = ord(found.group())
+        what = "a lone surrogate" if 0xD800 <= code <= 0xDFFF else "a control character"
+        raise ValueError(
+            f"must not contain {what} (U+{code:04X} at position {found.start()})"
+            + ("; PostgreSQL text cannot hold NUL" if code == 0 else "")
+        )
+    return value
+
+
+def _within_window(value: datetime) -> datetime:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"must lie in the years {FIRST_YEAR}-{LAST_YEAR}, not {value.year}")
+    in_utc = value.astimezone(UTC)  # cannot overflow: the year is far from 1 and 9999
+    if not FIRST_YEAR <= in_utc.year <= LAST_YEAR:
+        raise ValueError(
+            f"must lie in the years {FIRST_YEAR}-{LAST_YEAR} in UTC too, not {in_utc.isoformat()}"
+        )
+    return value
+
+
+def _day_within_window(value: date) -> date:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"must lie in the years {FIRST_YEAR}-{LAST_YEAR}, not {value.year}")
+    return value
+
+
+OneLine = Annotated[
+    str, Field(json_schema_extra={"pattern": _ONE_LINE_PATTERN}), AfterValidator(_one_line)
+]
+MultiLine = Annotated[
+    str, Field(json_schema_extra={"pattern": _MULTI_LINE_PATTERN}), AfterValidator(_multi_line)
+]
 
 # Ids of things Packline does not own (patients, practitioners, locations, fees, packages) are the
 # clinic system's own strings. Ids of things Packline creates are UUIDs chosen by the caller, so a
@@ -20,11 +109,40 @@ PractitionerId = ExternalId
 LocationId = ExternalId
 FeeId = ExternalId
 PackageId = ExternalId
-Actor = Annotated[str, Field(min_length=1, max_length=128, description="Who did it.")]
+Actor = Annotated[
+    OneLine, Field(min_length=1, max_length=128, description="Who did it (one line of text).")
+]
+Name = Annotated[OneLine, Field(min_length=1, max_length=200)]
 Minutes = Annotated[int, Field(gt=0, le=24 * 60)]
-Cents = Annotated[int, Field(ge=0)]
+Cents = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_INT32,
+        description=f"An amount in cents, at most {MAX_INT32} (the database's integer column).",
+    ),
+]
+Count = Annotated[int, Field(ge=0, le=MAX_INT32)]
+Version = Annotated[int, Field(ge=1, le=MAX_INT32)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-Reason = Annotated[str, Field(min_length=1, max_length=500)]
+Reason = Annotated[MultiLine, Field(min_length=1, max_length=500)]
+Instant = Annotated[
+    AwareDatetime,
+    AfterValidator(_within_window),
+    Field(
+        json_schema_extra={"pattern": _YEAR_PATTERN},
+        description=f"A date and time with its timezone, in the years {FIRST_YEAR}-{LAST_YEAR} "
+        "both as written and in UTC.",
+    ),
+]
+Day = Annotated[
+    date,
+    AfterValidator(_day_within_window),
+    Field(
+        json_schema_extra={"pattern": _YEAR_PATTERN},
+        description=f"A date in the years {FIRST_YEAR}-{LAST_YEAR}.",
+    ),
+]
 
 
 class Value(BaseModel):
@@ -37,7 +155,10 @@ class Restriction(Value):
     """Practitioners or locations a package can be redeemed with. ``None`` ids means any."""
 
     ids: list[ExternalId] | None = Field(
-        default=None, description="The allowed ids; null means any.", min_length=1
+        default=None,
+        description=f"The allowed ids (at most {MAX_RESTRICTION_IDS}); null means any.",
+        min_length=1,
+        max_length=MAX_RESTRICTION_IDS,
     )
 
     def allows(self, candidate: str) -> bool:
@@ -48,7 +169,7 @@ class Validity(Value):
     """How long a package can be redeemed: days from purchase, or until a fixed date."""
 
     days: Annotated[int, Field(gt=0, le=3650)] | None = None
-    until: date | None = None
+    until: Day | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
@@ -66,7 +187,15 @@ class LateCancelPolicy(Value):
 
 class PackageItem(Value):
     fee_id: FeeId
-    count: Annotated[int, Field(gt=0, le=1000)]
+    count: Annotated[
+        int,
+        Field(
+            gt=0,
+            le=MAX_PACKAGE_SESSIONS,
+            description=f"Sessions of this fee; a package has at most {MAX_PACKAGE_SESSIONS} "
+            "in all.",
+        ),
+    ]
 
 
 class AppointmentStatus(StrEnum):
@@ -95,11 +224,11 @@ class Appointment(Value):
     """An appointment as the calendar knows it after a change: enough to decide a link."""
 
     appointment_id: UUID
-    version: Annotated[int, Field(ge=1, description="Increases with every change.")]
+    version: Annotated[Version, Field(description="Increases with every change.")]
     patient_id: PatientId
     practitioner_id: PractitionerId
     location_id: LocationId
-    starts_at: AwareDatetime
+    starts_at: Instant
     duration_minutes: Minutes
     fee_ids: list[FeeId] = Field(min_length=1, max_length=20)
     status: AppointmentStatus
@@ -112,10 +241,10 @@ class Appointment(Value):
 class Balance(Value):
     """R14: sessions of one package invoice. total = booked + used + remaining."""
 
-    total: Annotated[int, Field(ge=0)]
-    booked: Annotated[int, Field(ge=0, description="Linked to upcoming appointments.")]
-    used: Annotated[int, Field(ge=0, description="Attended, past, or forfeited.")]
-    remaining: Annotated[int, Field(ge=0, description="Open lines, free to book.")]
+    total: Count
+    booked: Annotated[Count, Field(description="Linked to upcoming appointments.")]
+    used: Annotated[Count, Field(description="Attended, past, or forfeited.")]
+    remaining: Annotated[Count, Field(description="Open lines, free to book.")]
     expires_on: date | None = Field(default=None, description="Last day it can be redeemed.")
 
     @model_validator(mode="after")
