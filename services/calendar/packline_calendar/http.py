@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import HTTPException, Query
+from packline_contracts.types import Instant, LocationId, Minutes, PatientId, PractitionerId
 from packline_core.service import Service
-from pydantic import AwareDatetime
 
 from packline_calendar import appointments
 
@@ -48,17 +48,17 @@ def register_http(service: Service) -> None:
         return [dict(row) for row in rows]
 
     @http.get("/patients/{patient_id}/appointments", tags=["appointments"])
-    async def patient_appointments(patient_id: str) -> list[dict[str, Any]]:
+    async def patient_appointments(patient_id: PatientId) -> list[dict[str, Any]]:
         return await with_notes(
             "patient_id = $1 AND status <> 'deleted' ORDER BY starts_at", patient_id
         )
 
     @http.get("/appointments", tags=["appointments"])
     async def calendar_view(
-        starts_from: Annotated[AwareDatetime, Query(alias="from")],
-        until: Annotated[AwareDatetime, Query(alias="to")],
-        practitioner_id: str | None = None,
-        location_id: str | None = None,
+        starts_from: Annotated[Instant, Query(alias="from")],
+        until: Annotated[Instant, Query(alias="to")],
+        practitioner_id: PractitionerId | None = None,
+        location_id: LocationId | None = None,
     ) -> list[dict[str, Any]]:
         """The calendar's day or week: appointments starting in [from, to), of one practitioner
         and / or location, each with its package note."""
@@ -107,9 +107,9 @@ def register_http(service: Service) -> None:
 
     @http.get("/availability", tags=["appointments"])
     async def check_availability(
-        practitioner_id: str,
-        starts_at: AwareDatetime,
-        duration_minutes: int = Query(gt=0, le=1440),
+        practitioner_id: PractitionerId,
+        starts_at: Instant,
+        duration_minutes: Minutes,
         ignoring: UUID | None = None,
     ) -> dict[str, Any]:
         """Check Availability: is the practitioner free for that time? Answers the clashing

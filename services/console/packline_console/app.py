@@ -21,8 +21,17 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from packline_contracts.appointments import BookAppointment, CancelAppointment, DeleteAppointment
 from packline_contracts.client import PacklineProducer
-from packline_contracts.types import BookingSource
-from pydantic import AwareDatetime, BaseModel, Field
+from packline_contracts.types import (
+    BookingSource,
+    FeeId,
+    Instant,
+    LocationId,
+    Minutes,
+    PatientId,
+    PractitionerId,
+)
+from packline_core.http_errors import install_error_answers
+from pydantic import BaseModel, Field
 
 from packline_console.settings import ConsoleSettings
 
@@ -34,16 +43,16 @@ COMMANDS: list[str | Enum] = ["calendar commands"]
 class Booking(BaseModel):
     """New appointment, from the calendar screen."""
 
-    patient_id: str = Field(min_length=1, max_length=64)
-    practitioner_id: str = Field(min_length=1)
-    location_id: str = Field(min_length=1)
-    starts_at: AwareDatetime
-    duration_minutes: int | None = Field(default=None, gt=0, le=1440)
-    fee_ids: list[str] = Field(min_length=1, max_length=20)
+    patient_id: PatientId
+    practitioner_id: PractitionerId
+    location_id: LocationId
+    starts_at: Instant
+    duration_minutes: Minutes | None = None
+    fee_ids: list[FeeId] = Field(min_length=1, max_length=20)
 
 
 class Change(BaseModel):
-    patient_id: str = Field(min_length=1, max_length=64)
+    patient_id: PatientId
 
 
 def create_app(settings: ConsoleSettings) -> FastAPI:
@@ -63,6 +72,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             yield
 
     app = FastAPI(title="Packline staff console", lifespan=lifespan)
+    install_error_answers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -18,11 +18,19 @@ from packline_contracts.invoices import (
     LineBookingRequested,
     UnassignInvoiceLine,
 )
-from packline_contracts.types import BookingSource, InvoiceLineRef
+from packline_contracts.types import (
+    Actor,
+    BookingSource,
+    Instant,
+    InvoiceLineRef,
+    LocationId,
+    Minutes,
+    PractitionerId,
+)
 from packline_core.consumer import MessageConsumer
 from packline_core.outbox import Transaction
 from packline_core.service import Service
-from pydantic import AwareDatetime, BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
 from packline_invoicing import commands, invoices
 
@@ -30,15 +38,15 @@ from packline_invoicing import commands, invoices
 class LineBooking(BaseModel):
     """The Edit Invoice Line pop-up with "Add appointment: Yes"."""
 
-    starts_at: AwareDatetime = Field(description="Date and time of the appointment.")
-    duration_minutes: int | None = Field(default=None, gt=0, le=1440)
-    practitioner_id: str | None = Field(
+    starts_at: Instant = Field(description="Date and time of the appointment.")
+    duration_minutes: Minutes | None = None
+    practitioner_id: PractitionerId | None = Field(
         default=None, description="Needed when the line allows several."
     )
-    location_id: str | None = Field(
+    location_id: LocationId | None = Field(
         default=None, description="Needed when the line allows several."
     )
-    booked_by: str = Field(min_length=1)
+    booked_by: Actor
 
 
 def only(allowed: list[str] | None, chosen: str | None, what: str) -> str:
@@ -70,9 +78,9 @@ def register_booking(service: Service, calendar_url: str, calendar_token: Secret
     async def check_availability(
         invoice_id: UUID,
         line_id: UUID,
-        starts_at: AwareDatetime,
-        duration_minutes: int | None = None,
-        practitioner_id: str | None = None,
+        starts_at: Instant,
+        duration_minutes: Minutes | None = None,
+        practitioner_id: PractitionerId | None = None,
     ) -> dict[str, Any]:
         """Check Availability for this line's practitioner (answered by the calendar)."""
         async with service.pool.acquire() as conn:
@@ -163,7 +171,9 @@ def register_booking(service: Service, calendar_url: str, calendar_token: Secret
     @http.delete(
         "/invoices/{invoice_id}/lines/{line_id}/appointment", tags=["book from the invoice"]
     )
-    async def unassign_line(invoice_id: UUID, line_id: UUID, unassigned_by: str) -> dict[str, Any]:
+    async def unassign_line(
+        invoice_id: UUID, line_id: UUID, unassigned_by: Actor
+    ) -> dict[str, Any]:
         """R8: the X, then "Unassigned", in one action. The appointment stays in the calendar."""
         async with service.transaction() as tx:
             line = await open_line(tx.conn, invoice_id, line_id)

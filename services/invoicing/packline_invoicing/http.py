@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 from fastapi import HTTPException
 from packline_contracts.invoices import IssuePackageInvoice, PackageInvoice, PurchaseChannel
-from packline_contracts.types import Restriction
+from packline_contracts.types import Actor, PackageId, PatientId, Restriction
 from packline_core.service import Service
 from pydantic import BaseModel, Field
 
@@ -20,9 +20,9 @@ from packline_invoicing import commands, invoices
 class Sale(BaseModel):
     """Staff sell a package to a patient (R2)."""
 
-    patient_id: str = Field(min_length=1, max_length=64)
-    package_id: str = Field(min_length=1, max_length=64)
-    issued_by: str = Field(min_length=1)
+    patient_id: PatientId
+    package_id: PackageId
+    issued_by: Actor
     invoice_id: UUID = Field(default_factory=uuid4, description="Send your own to retry safely.")
     practitioners: Restriction | None = None
     locations: Restriction | None = None
@@ -57,7 +57,7 @@ def register_http(service: Service) -> None:
             return await shown_with_notes(conn, invoice_id)
 
     @http.get("/packages/{package_id}", tags=["catalogue"])
-    async def package_terms(package_id: str) -> dict[str, Any]:
+    async def package_terms(package_id: PackageId) -> dict[str, Any]:
         terms = await service.pool.fetchval(
             "SELECT terms FROM packages WHERE package_id = $1", package_id
         )
@@ -75,7 +75,7 @@ def register_http(service: Service) -> None:
         return [dict(row) for row in rows]
 
     @http.get("/patients/{patient_id}/invoices", tags=["package invoices"])
-    async def patient_invoices(patient_id: str) -> list[dict[str, Any]]:
+    async def patient_invoices(patient_id: PatientId) -> list[dict[str, Any]]:
         async with service.pool.acquire() as conn:
             ids = await conn.fetch(
                 "SELECT invoice_id FROM package_invoices WHERE patient_id = $1 ORDER BY issued_at",

@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import HTTPException
+from packline_contracts.types import PatientId
 from packline_core.service import Service
 
 
@@ -43,7 +44,7 @@ def register_http(service: Service) -> None:
         return [dict(row) for row in rows]
 
     @service.http.get("/patients/{patient_id}/appointments", tags=["matching"])
-    async def appointments(patient_id: str) -> list[dict[str, Any]]:
+    async def appointments(patient_id: PatientId) -> list[dict[str, Any]]:
         """The appointments the matcher has seen for a patient, as it knows them."""
         rows = await service.pool.fetch(
             "SELECT appointment_id, version, starts_at, status, hand_unlinked FROM appointments"
@@ -53,7 +54,7 @@ def register_http(service: Service) -> None:
         return [dict(row) for row in rows]
 
     @service.http.get("/patients/{patient_id}/links", tags=["matching"])
-    async def links(patient_id: str) -> dict[str, Any]:
+    async def links(patient_id: PatientId) -> dict[str, Any]:
         """The read model's view of which line holds which appointment."""
         rows = await service.pool.fetch(
             "SELECT line_id, invoice_id, status, appointment_id FROM lines"
