@@ -20,6 +20,7 @@ from packline_contracts.appointments import (
     DeleteAppointment,
     RescheduleAppointment,
 )
+from packline_contracts.catalogue import PractitionerDefined
 from packline_contracts.client import PacklineConsumer, PacklineProducer
 from packline_contracts.invoices import (
     IssuePackageInvoice,
@@ -33,7 +34,12 @@ from packline_contracts.invoices import (
     VoidPackageInvoice,
 )
 from packline_contracts.matching import AppointmentNotMatched, NoMatchCode
-from packline_contracts.topics import CALENDAR_EVENTS, INVOICING_EVENTS, MATCHER_EVENTS
+from packline_contracts.topics import (
+    CALENDAR_DIRECTORY,
+    CALENDAR_EVENTS,
+    INVOICING_EVENTS,
+    MATCHER_EVENTS,
+)
 from packline_contracts.types import BookingSource, Restriction
 
 from tests.clinic import (
@@ -50,7 +56,7 @@ from tests.clinic import (
 )
 from tests.conftest import CreateDatabase, Infrastructure
 from tests.e2e.packline_processes import Processes, packline_processes
-from tests.helpers import eventually
+from tests.helpers import caught_up, eventually, get_until, shown
 
 pytestmark = pytest.mark.infra
 
@@ -112,18 +118,30 @@ class Clinic:
         )
         return event.payload
 
+    async def read(self, service: str, url: str) -> dict[str, Any]:
+        answer = await self.http(service).get(url)
+        assert answer.status_code == 200, shown(answer)
+        return dict(answer.json())
+
     async def invoice(self, invoice_id: UUID) -> dict[str, Any]:
-        return dict((await self.http("invoicing").get(f"/invoices/{invoice_id}")).json())
+        """Invoicing's invoice. Read after one of invoicing's own events, it is already stored:
+        the event leaves the outbox only once the change is committed."""
+        return await self.read("invoicing", f"/invoices/{invoice_id}")
 
     async def panel(self, appointment_id: UUID) -> dict[str, Any]:
-        return dict((await self.http("calendar").get(f"/appointments/{appointment_id}")).json())
+        return await self.read("calendar", f"/appointments/{appointment_id}")
 
     async def panel_when(self, appointment_id: UUID, test: Any) -> dict[str, Any]:
-        async def shown() -> dict[str, Any] | None:
-            panel = await self.panel(appointment_id)
-            return panel if test(panel) else None
-
-        return await eventually(shown, what="the appointment panel")
+        """The calendar's panel once it shows what ``test`` expects: the calendar applies the
+        line events some time after invoicing publishes them."""
+        return dict(
+            await get_until(
+                self.http("calendar"),
+                f"/appointments/{appointment_id}",
+                test,
+                what="the appointment panel",
+            )
+        )
 
 
 @pytest.fixture
@@ -153,6 +171,15 @@ async def clinic(
             return answer.status_code == 200 and known.status_code == 200 and len(fees) == 2
 
         await eventually(catalogue_ready, what="the directory and catalogue to be loaded")
+        # The matcher words its explanations with the directory's names ("only with Dr Adams"),
+        # which it reads from the calendar's directory topic: wait until it has applied them.
+        directory = await read_events(CALENDAR_DIRECTORY)
+        await directory.wait_for(PractitionerDefined, lambda e: e.payload.practitioner_id == DR_B)
+        await caught_up(
+            infrastructure.kafka_bootstrap,
+            f"{topic_prefix}packline.matcher.directory",
+            [topic_prefix + CALENDAR_DIRECTORY.name],
+        )
         yield Clinic(system, producer, events)
         await system.reconcile()  # after every scenario: I3
 
@@ -166,11 +193,9 @@ async def test_a_package_sold_with_narrower_restrictions_and_paid_before_use(
     prepaid = package("prepaid-any", count=2, pay_before_use=True, price_cents=18000)
     await clinic.producer.send(prepaid)
 
-    async def defined() -> bool:
-        return (await clinic.http("invoicing").get("/packages/prepaid-any")).status_code == 200
-
-    await eventually(defined, what="the new package")
-    terms = (await clinic.http("invoicing").get("/packages/prepaid-any")).json()
+    terms = await get_until(
+        clinic.http("invoicing"), "/packages/prepaid-any", lambda _: True, what="the new package"
+    )
     assert terms["pay_before_use"] is True and terms["practitioners"]["ids"] is None
     who = patient()
     invoice_id = uuid4()
@@ -321,6 +346,7 @@ async def test_unlink_from_the_invoice_then_unassigned(clinic: Clinic) -> None:
     invoice = await clinic.buy(who, WITH_DR_A.package_id)
     appointment = await clinic.book(booking(who, days_ahead(8)))
     link = await clinic.linked(appointment)
+    await clinic.panel_when(appointment, lambda p: p["package"] is not None)
     answer = await clinic.http("invoicing").delete(
         f"/invoices/{invoice.invoice_id}/lines/{link.line.line_id}/appointment",
         params={"unassigned_by": "reception:maria"},

@@ -37,7 +37,7 @@ from packline_core.service import Service
 
 from tests.clinic import DR_A, DR_B, MASSAGE_30, SETUP, booking, days_ahead, line_event, patient
 from tests.conftest import ReadEvents, StartService
-from tests.helpers import eventually
+from tests.helpers import eventually, read_until
 
 pytestmark = pytest.mark.infra
 
@@ -314,18 +314,23 @@ async def test_package_note_follows_the_newest_link_event_whatever_the_order(
         assert answer.status_code == 200
         return dict(answer.json())
 
+    async def panel_until(appointment_id: UUID, holds: Any, what: str) -> dict[str, Any]:
+        """The panel once ``holds`` is true of it: the calendar applies line events in its own
+        time after they are on invoicing's topic."""
+        return await read_until(lambda: panel(appointment_id), holds, what=what)
+
     linked = line_event(LineLinked, who, first.appointment_id, link_version=1, session=2)
     await producer.send(linked)
-    shown = await eventually(lambda: _package(panel(first.appointment_id)), what="the note")
+    shown = (await panel_until(first.appointment_id, lambda p: p["package"], "the note"))["package"]
     assert shown["text"] == "5 x 60-min massage: session 2 of 5, 4 left"
     assert shown["invoice_id"] == str(linked.invoice_id)
 
     await producer.send(line_event(LineUnlinked, who, first.appointment_id, link_version=2))
-    await eventually(lambda: _no_package(panel(first.appointment_id)), what="the note to go")
+    await panel_until(first.appointment_id, lambda p: p["package"] is None, "the note to go")
     marker = line_event(LineLinked, who, second.appointment_id, link_version=5)
     await producer.send(linked)  # the old link again, as a replay would send it
     await producer.send(marker)
-    await eventually(lambda: _package(panel(second.appointment_id)), what="the marker's note")
+    await panel_until(second.appointment_id, lambda p: p["package"], "the marker's note")
     assert (await panel(first.appointment_id))["package"] is None
 
     # The other order: the newer unlink arrives before the older link.
@@ -338,18 +343,10 @@ async def test_package_note_follows_the_newest_link_event_whatever_the_order(
     await producer.send(line_event(LineLinked, who, third.appointment_id, link_version=3))
     marker = line_event(LineLinked, who, second.appointment_id, link_version=6, session=3)
     await producer.send(marker)
-    await eventually(lambda: _session(panel(second.appointment_id), 3), what="the second marker")
+    await panel_until(second.appointment_id, lambda p: _session(p, 3), "the second marker")
     assert (await panel(third.appointment_id))["package"] is None
 
 
-async def _package(panel: Any) -> Any:
-    return (await panel)["package"]
-
-
-async def _no_package(panel: Any) -> bool:
-    return (await panel)["package"] is None
-
-
-async def _session(panel: Any, number: int) -> bool:
-    package = (await panel)["package"]
+def _session(panel: dict[str, Any], number: int) -> bool:
+    package = panel["package"]
     return bool(package and package["session_number"] == number)

@@ -52,7 +52,7 @@ from tests.clinic import (
 )
 from tests.conftest import ReadEvents, StartService
 from tests.e2e.test_service_process import free_port
-from tests.helpers import eventually
+from tests.helpers import eventually, get_until
 
 pytestmark = pytest.mark.infra
 
@@ -439,6 +439,15 @@ async def test_book_from_the_invoice_finishes_both_ways(
             LineLinked, lambda e: str(e.payload.appointment_id) == appointment_id
         )
         assert linked.payload.rule == "booked from this invoice line"
+        calendar_client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=calendar.http), base_url="http://x"
+        )
+        await get_until(
+            calendar_client,
+            f"/appointments/{appointment_id}",
+            lambda p: p["package"] is not None,
+            what="the calendar to note the package",
+        )
         shown = (await client.get(f"/invoices/{invoice.invoice_id}")).json()
         assert shown["lines"][0]["shows"] == f"linked: {when:%a %d %b %Y %H:%M}"
         assert shown["lines"][1]["shows"] == "Unassigned"
@@ -476,13 +485,17 @@ async def test_book_from_the_invoice_finishes_both_ways(
             LineUnlinked, lambda e: str(e.payload.appointment_id) == appointment_id
         )
         assert released.payload.reason == UnlinkReason.UNASSIGNED_BY_STAFF
-        assert (
-            await calendar.pool.fetchval(
-                "SELECT status FROM appointments WHERE appointment_id = $1", UUID(appointment_id)
-            )
-            == "booked"
+        # The calendar applies the unlink from invoicing's topic in its own time: wait until its
+        # panel drops the package, then check the appointment itself was left booked.
+        panel = await get_until(
+            calendar_client,
+            f"/appointments/{appointment_id}",
+            lambda p: p["package"] is None,
+            what="the calendar to drop the package note",
         )
+        assert panel["status"] == "booked"
         await client.aclose()
+        await calendar_client.aclose()
 
 
 async def test_bad_requests_are_refused_with_reasons(

@@ -26,6 +26,7 @@ from packline_core.service import Service
 
 from tests.clinic import DR_A, DR_B, NORTHSIDE, SOUTHSIDE, booking, days_ahead, package, patient
 from tests.conftest import ReadEvents, StartService
+from tests.helpers import read_until, shown
 from tests.system import System, start_system
 
 pytestmark = pytest.mark.infra
@@ -52,7 +53,9 @@ async def panel(service: Service, appointment_id: Any) -> dict[str, Any]:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=service.http), base_url="http://x"
     ) as c:
-        return dict((await c.get(f"/appointments/{appointment_id}")).json())
+        answer = await c.get(f"/appointments/{appointment_id}")
+    assert answer.status_code == 200, shown(answer)
+    return dict(answer.json())
 
 
 async def test_r4_r5_a_booking_in_the_calendar_or_online_links_a_matching_line(
@@ -178,13 +181,10 @@ async def test_r10_reschedule_keeps_the_link_a_change_that_no_longer_fits_is_unl
 
 
 async def _eventually_panel(system: System, appointment_id: Any, test: Any) -> dict[str, Any]:
-    from tests.helpers import eventually
-
-    async def check() -> dict[str, Any] | None:
-        shown = await panel(system.calendar, appointment_id)
-        return shown if test(shown) else None
-
-    return await eventually(check, what="the appointment panel")
+    """The calendar's panel once ``test`` holds of it; at the deadline, fail showing it."""
+    return await read_until(
+        lambda: panel(system.calendar, appointment_id), test, what="the appointment panel"
+    )
 
 
 async def test_r12_a_late_purchase_links_waiting_appointments_earliest_first(
@@ -206,6 +206,7 @@ async def test_r8_an_appointment_unlinked_by_staff_is_not_linked_again(system: S
     invoice = await system.buy(who, "dr-a-north")
     kept = await system.book(booking(who, days_ahead(2)))
     link = (await linked(system, kept)).payload
+    await _eventually_panel(system, kept, lambda p: p["package"] is not None)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=system.invoicing.http), base_url="http://x"
     ) as c:
@@ -222,8 +223,9 @@ async def test_r8_an_appointment_unlinked_by_staff_is_not_linked_again(system: S
     assert (
         await linked(system, marker)
     ).payload.line.line_number == 1  # the freed line, not `kept`
-    shown = await panel(system.calendar, kept)
-    assert shown["package"] is None and shown["status"] == "booked"
+    # The calendar applies the unlink from invoicing's topic in its own time: wait for it.
+    after = await _eventually_panel(system, kept, lambda p: p["package"] is None)
+    assert after["status"] == "booked"
     assert not [
         e
         for e in system.events.received
