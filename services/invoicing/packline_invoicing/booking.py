@@ -1,15 +1,23 @@
 """R3, book from the invoice: staff edit a line (date, time, optional duration, "Add appointment:
 Yes"), Check Availability asks the calendar, Save asks the calendar to book it with the line's
 practitioner and location. The line shows "booking requested" until the calendar answers; then
-the appointment date (the line is linked) or the refusal's reason (the line stays open)."""
+the appointment date (the line is linked) or the refusal's reason (the line stays open).
+
+A request the calendar never answers does not hold the line for ever: after
+``PACKLINE_BOOKING_REQUEST_TIMEOUT_SECONDS`` a sweep releases it, and staff can release it sooner;
+either way the line is open again with the reason on it, announced like a refusal."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 from uuid import UUID
 
 import httpx
-from fastapi import HTTPException
+import structlog
+from fastapi import HTTPException, Query
 from packline_contracts.appointments import AppointmentBooked, BookAppointment, BookingRefused
 from packline_contracts.envelope import Envelope
 from packline_contracts.ids import derived_id
@@ -32,7 +40,15 @@ from packline_core.outbox import Transaction
 from packline_core.service import Service
 from pydantic import BaseModel, Field, SecretStr
 
-from packline_invoicing import commands, invoices
+from packline_invoicing import commands, invoices, rules
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class LineBooking(BaseModel):
@@ -61,7 +77,13 @@ def only(allowed: list[str] | None, chosen: str | None, what: str) -> str:
     )
 
 
-def register_booking(service: Service, calendar_url: str, calendar_token: SecretStr | None) -> None:
+def register_booking(
+    service: Service,
+    calendar_url: str,
+    calendar_token: SecretStr | None,
+    *,
+    clock: Clock = utc_now,
+) -> None:
     headers = (
         {"Authorization": f"Bearer {calendar_token.get_secret_value()}"} if calendar_token else {}
     )
@@ -132,11 +154,12 @@ def register_booking(service: Service, calendar_url: str, calendar_token: Secret
             appointment_id = derived_id("booking", line_id, line["version"])
             await tx.conn.execute(
                 "UPDATE invoice_lines SET status = 'booking_requested', appointment_id = $2,"
-                " appointment_starts_at = $3, note = NULL, version = version + 1"
-                " WHERE line_id = $1",
+                " appointment_starts_at = $3, booking_requested_at = $4, note = NULL,"
+                " version = version + 1 WHERE line_id = $1",
                 line_id,
                 appointment_id,
                 booking.starts_at,
+                clock(),
             )
             tx.publish(
                 BookAppointment(
@@ -183,10 +206,73 @@ def register_booking(service: Service, calendar_url: str, calendar_token: Secret
                 line_id=line_id,
                 unassigned_by=unassigned_by,
             )
+            if line["status"] == "booking_requested":
+                raise HTTPException(
+                    409,
+                    "the line is booking_requested, not linked: the calendar has not answered;"
+                    " release the request with DELETE"
+                    f" /invoices/{invoice_id}/lines/{line_id}/booking-request",
+                )
             if line["status"] != "linked":
                 raise HTTPException(409, f"the line is {line['status']}, not linked")
             await commands.unassign(tx, command)
         return {"status": "open", "invoice_id": invoice_id, "line_id": line_id}
+
+    @http.delete(
+        "/invoices/{invoice_id}/lines/{line_id}/booking-request",
+        tags=["book from the invoice"],
+        summary="Release a booking request the calendar has not answered: the line is open"
+        " again, with who released it and why on the line",
+    )
+    async def release_booking_request(
+        invoice_id: UUID,
+        line_id: UUID,
+        released_by: Annotated[
+            str,
+            Query(
+                min_length=1,
+                max_length=128,
+                pattern=r"^[^\x00-\x1f\x7f]+$",
+                description="Who releases it (shown on the line).",
+            ),
+        ],
+        reason: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=300,
+                pattern=r"^[^\x00]+$",
+                description="Why, in the staff member's words (shown on the line).",
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
+        """For a line still showing "booking requested" (the calendar has not answered yet):
+        the line is open again and can be booked or matched anew. Staff need not wait for the
+        automatic timeout. If the calendar books the released request after all, that
+        appointment stays in the calendar without the package and is never linked on its own
+        (see ``booked`` below). 404: no such line on this invoice; 409: the line holds no
+        booking request (open, linked or forfeited)."""
+        async with service.transaction() as tx:
+            line = await open_line(tx.conn, invoice_id, line_id, lock=True)
+            if line["status"] == "linked":
+                raise HTTPException(
+                    409,
+                    "the line is linked: the calendar booked it; to free the line, unassign it"
+                    f" (DELETE /invoices/{invoice_id}/lines/{line_id}/appointment)",
+                )
+            if line["status"] != "booking_requested":
+                raise HTTPException(
+                    409, f"the line is {line['status']}: no booking request is waiting"
+                )
+            note = f"booking request released by {released_by}" + (f": {reason}" if reason else "")
+            await release_request(tx, line_id, line["appointment_id"], note)
+        return {
+            "status": "open",
+            "invoice_id": invoice_id,
+            "line_id": line_id,
+            "released_appointment_id": line["appointment_id"],
+            "note": note,
+        }
 
 
 async def fee_duration(conn: Any, fee_id: str) -> int:
@@ -205,7 +291,15 @@ def register_booking_results(consumer: MessageConsumer) -> None:
             return  # booked in the calendar or online: the matcher decides
         line = await invoices.get_line(tx.conn, ref.line_id, for_update=True)
         if line is None or line["appointment_id"] != appointment.appointment_id:
-            return  # the line was released meanwhile; the matcher will look for another
+            # A late answer: the request was released (timeout or staff) before the calendar
+            # booked it. The appointment stays in the calendar without the package, and neither
+            # this line nor the matcher takes it on its own (the matcher treats it like an
+            # appointment staff unlinked, R8). Staff were shown the release on the line and may
+            # have booked the session again, sold it on, or told the patient: linking now would
+            # change the invoice behind their back. Deleting the appointment would be worse (the
+            # patient may have been told the time). So the released line is final; staff see the
+            # appointment in the calendar without a package note and decide.
+            return
         await commands.apply_link(
             tx, ref.invoice_id, ref.line_id, appointment, "booked from this invoice line"
         )
@@ -218,19 +312,103 @@ def register_booking_results(consumer: MessageConsumer) -> None:
             return
         line = await invoices.get_line(tx.conn, ref.line_id, for_update=True)
         if line is None or line["appointment_id"] != event.appointment_id:
-            return
-        await tx.conn.execute(
-            "UPDATE invoice_lines SET status = 'open', appointment_id = NULL,"
-            " appointment_starts_at = NULL, note = $2, version = version + 1 WHERE line_id = $1",
-            ref.line_id,
-            event.reason,
+            return  # a refusal of a request released meanwhile: nothing left to undo
+        await release_request(tx, ref.line_id, event.appointment_id, event.reason)
+
+
+async def release_request(
+    tx: Transaction, line_id: UUID, appointment_id: UUID, reason: str
+) -> None:
+    """The line's booking request ends without an appointment (the calendar refused it, it
+    timed out, or staff released it): open again, with the reason on the line. Announced as
+    LineBookingRefused in every case, so the matcher frees the line and remembers the request's
+    appointment as not to be linked on its own."""
+    await tx.conn.execute(
+        "UPDATE invoice_lines SET status = 'open', appointment_id = NULL,"
+        " appointment_starts_at = NULL, booking_requested_at = NULL, note = $2,"
+        " version = version + 1 WHERE line_id = $1",
+        line_id,
+        reason,
+    )
+    tx.publish(
+        await invoices.line_event(
+            tx.conn, LineBookingRefused, line_id, appointment_id=appointment_id, reason=reason
         )
-        tx.publish(
-            await invoices.line_event(
-                tx.conn,
-                LineBookingRefused,
-                ref.line_id,
-                appointment_id=event.appointment_id,
-                reason=event.reason,
+    )
+
+
+class BookingRequestSweep:
+    """Releases booking requests the calendar has not answered within the timeout.
+
+    Every replica runs one; ``FOR UPDATE SKIP LOCKED`` gives each overdue line to one of them, and
+    a line locked by the calendar's answer being applied is left to that answer (whichever
+    commits first wins; the other then finds the line no longer waiting)."""
+
+    BATCH = 100
+
+    def __init__(self, service: Service, timeout: timedelta, clock: Clock = utc_now) -> None:
+        self.service = service
+        self.timeout = timeout
+        self.clock = clock
+        # Often enough that a request is released soon after its time, never a busy loop.
+        self.interval = min(max(timeout.total_seconds() / 4, 0.1), 5.0)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._stop.clear()
+        self._task = asyncio.create_task(self.run(), name=f"{self.service.name}-booking-sweep")
+
+    async def stop(self) -> None:
+        """Let a sweep in progress commit, then end (called before the pool closes)."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                while await self.sweep_once() == self.BATCH and not self._stop.is_set():
+                    pass
+            except Exception:  # the database may be down: try again next round, keep running
+                log.exception("booking request sweep failed; retrying")
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.interval)
+            except TimeoutError:
+                pass
+
+    async def sweep_once(self) -> int:
+        """Release up to BATCH overdue requests in one transaction; returns how many."""
+        now = self.clock()
+        note = rules.unanswered_note(self.timeout)
+        async with self.service.transaction() as tx:
+            rows = await tx.conn.fetch(
+                "SELECT line_id, appointment_id, booking_requested_at FROM invoice_lines"
+                " WHERE status = 'booking_requested' AND booking_requested_at <= $1"
+                " ORDER BY booking_requested_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                rules.overdue_before(now, self.timeout),
+                self.BATCH,
             )
-        )
+            overdue = set(
+                rules.overdue_requests(
+                    ((row["line_id"], row["booking_requested_at"]) for row in rows),
+                    now,
+                    self.timeout,
+                )
+            )
+            for row in rows:
+                if row["line_id"] in overdue:
+                    await release_request(tx, row["line_id"], row["appointment_id"], note)
+        if overdue:
+            log.info("booking requests released", count=len(overdue), reason=note)
+        return len(rows)
+
+
+def register_booking_request_sweep(
+    service: Service, timeout_seconds: float, clock: Clock = utc_now
+) -> BookingRequestSweep:
+    sweep = BookingRequestSweep(service, timedelta(seconds=timeout_seconds), clock)
+    service.on_started(sweep.start)
+    service.on_stopping(sweep.stop)
+    return sweep

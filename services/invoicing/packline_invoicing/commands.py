@@ -358,8 +358,9 @@ async def apply_link(
     linked = await tx.conn.fetchval(
         "UPDATE invoice_lines SET status = 'linked', appointment_id = $2,"
         " appointment_starts_at = $3, appointment_version = $4, note = NULL,"
-        " version = version + 1 WHERE line_id = $1 AND NOT EXISTS (SELECT 1 FROM invoice_lines"
-        " other WHERE other.appointment_id = $2 AND other.line_id <> $1) RETURNING 1",
+        " booking_requested_at = NULL, version = version + 1 WHERE line_id = $1"
+        " AND NOT EXISTS (SELECT 1 FROM invoice_lines other"
+        " WHERE other.appointment_id = $2 AND other.line_id <> $1) RETURNING 1",
         line_id,
         appointment.appointment_id,
         appointment.starts_at,
@@ -391,8 +392,8 @@ async def release(
     appointment_id = line["appointment_id"]
     if forfeit_reason:
         await tx.conn.execute(
-            "UPDATE invoice_lines SET status = 'forfeited', version = version + 1"
-            " WHERE line_id = $1",
+            "UPDATE invoice_lines SET status = 'forfeited', booking_requested_at = NULL,"
+            " version = version + 1 WHERE line_id = $1",
             line["line_id"],
         )
         event_type: Any = LineForfeited
@@ -400,8 +401,8 @@ async def release(
     else:
         await tx.conn.execute(
             "UPDATE invoice_lines SET status = 'open', appointment_id = NULL,"
-            " appointment_starts_at = NULL, appointment_version = NULL, version = version + 1"
-            " WHERE line_id = $1",
+            " appointment_starts_at = NULL, appointment_version = NULL,"
+            " booking_requested_at = NULL, version = version + 1 WHERE line_id = $1",
             line["line_id"],
         )
         event_type, detail = LineUnlinked, {"reason": reason}

@@ -10,7 +10,11 @@ from packline_core.probes import register_probes
 from packline_core.service import Service
 from packline_core.settings import load_settings
 
-from packline_invoicing.booking import register_booking, register_booking_results
+from packline_invoicing.booking import (
+    register_booking,
+    register_booking_request_sweep,
+    register_booking_results,
+)
 from packline_invoicing.commands import register_commands
 from packline_invoicing.http import register_http
 from packline_invoicing.settings import InvoicingSettings
@@ -27,4 +31,5 @@ def create_service(settings: InvoicingSettings | None = None) -> Service:
     register_booking_results(service.consumer("booking-results"))
     register_http(service)
     register_booking(service, settings.calendar_url, settings.calendar_token)
+    register_booking_request_sweep(service, settings.booking_request_timeout_seconds)
     return service

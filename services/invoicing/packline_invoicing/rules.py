@@ -3,6 +3,7 @@ an appointment (R6) — checked again here whatever the matcher decided."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from uuid import UUID
@@ -97,3 +98,23 @@ def balance(
     return Balance(
         total=len(lines), booked=booked, used=used, remaining=remaining, expires_on=expires_on
     )
+
+
+def overdue_before(now: datetime, timeout: timedelta) -> datetime:
+    """A booking request made at or before this instant has waited ``timeout`` at ``now``."""
+    return now - timeout
+
+
+def overdue_requests(
+    requests: Iterable[tuple[UUID, datetime]], now: datetime, timeout: timedelta
+) -> list[UUID]:
+    """The lines whose booking request (line id, when it was made) the calendar has had
+    ``timeout`` to answer at ``now`` — the ones to release. ``now`` comes from the caller's clock,
+    so the same inputs always give the same answer (I10)."""
+    cutoff = overdue_before(now, timeout)
+    return [line_id for line_id, requested_at in requests if requested_at <= cutoff]
+
+
+def unanswered_note(timeout: timedelta) -> str:
+    """What a line released by the timeout says (R3: the reason is shown on the line)."""
+    return f"the calendar did not answer within {timeout.total_seconds():g} s"

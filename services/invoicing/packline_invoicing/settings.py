@@ -21,3 +21,10 @@ class InvoicingSettings(ServiceSettings):
     calendar_token: SecretStr | None = Field(
         default=None, description="A staff token the calendar accepts (when it requires one)."
     )
+    booking_request_timeout_seconds: float = Field(
+        default=120,
+        gt=0,
+        le=86_400,
+        description="A line's booking request (R3) the calendar has not answered within this "
+        "time is released: the line is open again, with the reason on it.",
+    )

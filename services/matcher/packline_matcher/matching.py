@@ -376,4 +376,17 @@ async def line_booking_requested(tx: Transaction, envelope: Envelope[LineBooking
 async def line_booking_refused(tx: Transaction, envelope: Envelope[LineBookingRefused]) -> None:
     event = envelope.payload
     await readmodel.set_line(tx.conn, event.line.line_id, "open", None)
+    # The request ended without a link: refused by the calendar (its appointment never exists),
+    # or released after no answer (timeout or staff). A released request's appointment may still
+    # be booked late; staff were told the line is free again, so the matcher must not link that
+    # appointment on its own, to this line or another: remembered like a staff unlink (R8),
+    # whichever topic reaches us first (0002_hand_unlinks.sql).
+    await tx.conn.execute(
+        "INSERT INTO hand_unlinks (appointment_id) VALUES ($1) ON CONFLICT DO NOTHING",
+        event.appointment_id,
+    )
+    await tx.conn.execute(
+        "UPDATE appointments SET hand_unlinked = true WHERE appointment_id = $1",
+        event.appointment_id,
+    )
     await link_waiting(tx, event.patient_id)
