@@ -8,7 +8,8 @@ PostgreSQL, with kcat (librdkafka) where a client Packline did not write is the 
 - a header name that is not UTF-8 -> dead-lettered (the name's bytes kept); no fetch fails, no
   partition stalls
 - NUL in text, a start near 9999-12-31, a time whose UTC form leaves years 1-9999 -> refused at
-  once (attempts 1) and answered with BookingRefused naming the field
+  once (attempts 1) and answered with BookingRefused (InvoiceCommandRefused for invoicing's
+  commands) naming the field
 - a value the database refuses although the contract allowed it -> dead-lettered at the first
   attempt, not retried
 - a keyed record on another partition than murmur2's -> dead-lettered, naming the partitioner
@@ -36,8 +37,19 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 from packline_contracts.appointments import AppointmentBooked, BookingRefused
 from packline_contracts.envelope import Envelope, encode
+from packline_contracts.invoices import (
+    InvoiceCommandRefused,
+    IssuePackageInvoice,
+    PurchaseChannel,
+)
 from packline_contracts.probes import ProbeSent
-from packline_contracts.topics import CALENDAR_COMMANDS, CALENDAR_EVENTS, OPS_PROBES
+from packline_contracts.topics import (
+    CALENDAR_COMMANDS,
+    CALENDAR_EVENTS,
+    INVOICING_COMMANDS,
+    INVOICING_EVENTS,
+    OPS_PROBES,
+)
 from packline_contracts.topics import dead_letter_topic as dead_letter_topic_of
 from packline_core import deadletters
 from packline_core.consumer import MessageConsumer
@@ -556,3 +568,33 @@ async def test_a_dead_letter_topic_that_refuses_writes_does_not_hold_the_partiti
         return gauge == 0
 
     await eventually(none_waiting, what="the unpublished gauge back to 0")
+
+
+async def test_an_invoice_command_invoicing_cannot_apply_is_answered_naming_the_field(
+    start_service: StartService, read_events: ReadEvents, infrastructure: Infrastructure
+) -> None:
+    invoicing = await start_service("invoicing")
+    events = await read_events(INVOICING_EVENTS)
+    who = patient()
+    sale = IssuePackageInvoice(
+        patient_id=who,
+        invoice_id=uuid4(),
+        package_id="massage-5",
+        channel=PurchaseChannel.STAFF,
+        issued_by="reception:maria",
+        issued_at=datetime.now(UTC),
+    )
+    await kcat(
+        infrastructure,
+        invoicing.settings.topic(INVOICING_COMMANDS),
+        edited(sale, lambda o: o["payload"].update(issued_by="reception\u0000maria")),
+        key=who,
+    )
+
+    answer = await events.wait_for(
+        InvoiceCommandRefused, lambda e: e.payload.invoice_id == sale.invoice_id
+    )
+    assert answer.payload.command_type == "IssuePackageInvoice"
+    assert "issued_by" in answer.payload.reason
+    (letter,) = await at_least(infrastructure, invoicing, 1)
+    assert "issued_by" in letter.header("reason")

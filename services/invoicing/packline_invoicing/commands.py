@@ -14,7 +14,7 @@ from packline_contracts.catalogue import (
     Package,
     PackageDefined,
 )
-from packline_contracts.envelope import Envelope
+from packline_contracts.envelope import MESSAGE_TYPES, Envelope
 from packline_contracts.ids import derived_id
 from packline_contracts.invoices import (
     InvoiceCommand,
@@ -39,10 +39,12 @@ from packline_contracts.invoices import (
     UnlinkReason,
     VoidPackageInvoice,
 )
-from packline_contracts.types import Appointment
+from packline_contracts.topics import INVOICING_COMMANDS
+from packline_contracts.types import Appointment, PatientId
 from packline_core.consumer import MessageConsumer
 from packline_core.errors import Rejected
 from packline_core.outbox import Transaction
+from pydantic import TypeAdapter, ValidationError
 
 from packline_invoicing import invoices, rules
 
@@ -57,6 +59,7 @@ def register_commands(consumer: MessageConsumer) -> None:
     consumer.handles(LinkAppointment)(link)
     consumer.handles(UnlinkAppointment)(unlink)
     consumer.handles(UnassignInvoiceLine)(unassign_invoice_line)
+    consumer.answer_refused = answer_refused_command
 
 
 async def issue_package_invoice(tx: Transaction, envelope: Envelope[IssuePackageInvoice]) -> None:
@@ -448,3 +451,33 @@ async def unassign(tx: Transaction, command: UnassignInvoiceLine) -> bool:
         return False
     await release(tx, line, UnlinkReason.UNASSIGNED_BY_STAFF)
     return True
+
+
+async def answer_refused_command(tx: Transaction, outline: dict[str, Any], why: str) -> None:
+    """A command that cannot be applied (malformed, or holding a value the database cannot
+    store) is answered with InvoiceCommandRefused when it names its patient and invoice, so its
+    sender is not left waiting. (It is also dead-lettered.)"""
+    payload = outline.get("payload")
+    message_type = outline.get("message_type")
+    if not isinstance(payload, dict) or message_type not in INVOICE_COMMANDS:
+        return
+    try:
+        patient_id = TypeAdapter(PatientId).validate_python(payload.get("patient_id"))
+        invoice_id = UUID(str(payload.get("invoice_id")))
+    except (ValidationError, ValueError):
+        return
+    tx.publish(
+        InvoiceCommandRefused(
+            patient_id=patient_id,
+            invoice_id=invoice_id,
+            command_type=str(message_type),
+            reason=f"{message_type} {why}"[:500],
+        )
+    )
+
+
+INVOICE_COMMANDS = {
+    name
+    for name, cls in MESSAGE_TYPES.items()
+    if issubclass(cls, InvoiceCommand) and cls.TOPIC == INVOICING_COMMANDS
+}
