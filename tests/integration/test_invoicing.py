@@ -513,9 +513,9 @@ async def test_bad_requests_are_refused_with_reasons(
     expired = await client.put(
         base, json={"starts_at": days_ahead(400).isoformat(), "booked_by": "m"}
     )
-    assert expired.status_code == 422 and "outside validity" in expired.json()["detail"]
+    assert expired.status_code == 422 and "outside validity" in expired.text
     anyone = await client.put(base, json={"starts_at": days_ahead(2).isoformat(), "booked_by": "m"})
-    assert anyone.status_code == 422 and "choose a practitioner" in anyone.json()["detail"]
+    assert anyone.status_code == 422 and "choose a practitioner" in anyone.text
     sold = await client.post(
         "/invoices", json={"patient_id": who, "package_id": "nope", "issued_by": "m"}
     )

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from fastapi import HTTPException, Query
 from packline_contracts.types import Instant, LocationId, Minutes, PatientId, PractitionerId
+from packline_core.http_errors import invalid
 from packline_core.service import Service
 
 from packline_calendar import appointments
@@ -63,7 +64,7 @@ def register_http(service: Service) -> None:
         """The calendar's day or week: appointments starting in [from, to), of one practitioner
         and / or location, each with its package note."""
         if until <= starts_from or until - starts_from > timedelta(days=31):
-            raise HTTPException(422, "'to' must be after 'from', and at most 31 days later")
+            raise invalid(["query", "to"], "must be after 'from', and at most 31 days later")
         return await with_notes(
             "starts_at >= $1 AND starts_at < $2 AND status <> 'deleted'"
             " AND ($3::text IS NULL OR practitioner_id = $3)"

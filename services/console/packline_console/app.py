@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID, uuid4
 
 import httpx
@@ -90,9 +91,10 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             raise HTTPException(404, f"no service {service}")
         client: httpx.AsyncClient = state["http"]
         try:
+            # The path arrives decoded; sent on as it came, encoded again.
             answer = await client.request(
                 request.method,
-                f"{settings.service_url(service)}/{path}",
+                f"{settings.service_url(service)}/{quote(path, safe='/:@')}",
                 params=list(request.query_params.multi_items()),
                 content=await request.body(),
                 headers=_forwarded(request),
@@ -108,10 +110,16 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     async def staff_only(request: Request) -> str:
         """Who may give calendar commands: whoever the calendar accepts (401 / 403 otherwise)."""
         client: httpx.AsyncClient = state["http"]
-        answer = await client.get(f"{settings.calendar_url}/directory", headers=_forwarded(request))
+        try:
+            answer = await client.get(
+                f"{settings.calendar_url}/directory", headers=_forwarded(request)
+            )
+        except httpx.TransportError as error:
+            raise HTTPException(502, "the calendar service does not answer") from error
         if answer.status_code in (401, 403):
-            raise HTTPException(answer.status_code, answer.json().get("detail"))
-        answer.raise_for_status()
+            raise HTTPException(answer.status_code, _detail(answer))
+        if answer.status_code != 200:
+            raise HTTPException(502, f"the calendar service answered {answer.status_code}")
         return "staff-console"
 
     @app.post("/commands/appointments", status_code=202, tags=COMMANDS)
@@ -160,6 +168,13 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         return {"appointment_id": appointment_id, "status": "delete requested"}
 
     return app
+
+
+def _detail(answer: httpx.Response) -> Any:
+    try:
+        return answer.json().get("detail")
+    except (ValueError, AttributeError):
+        return answer.text
 
 
 def _forwarded(request: Request) -> dict[str, str]:

@@ -36,6 +36,7 @@ from packline_contracts.types import (
     PractitionerId,
 )
 from packline_core.consumer import MessageConsumer
+from packline_core.http_errors import invalid
 from packline_core.outbox import Transaction
 from packline_core.service import Service
 from pydantic import BaseModel, Field, SecretStr
@@ -68,12 +69,13 @@ class LineBooking(BaseModel):
 def only(allowed: list[str] | None, chosen: str | None, what: str) -> str:
     if chosen is not None:
         if allowed is not None and chosen not in allowed:
-            raise HTTPException(422, f"this line is only for {what} {', '.join(allowed)}")
+            raise invalid([f"{what}_id"], f"this line is only for {what} {', '.join(allowed)}")
         return chosen
     if allowed is not None and len(allowed) == 1:
         return allowed[0]
-    raise HTTPException(
-        422, f"choose a {what}: the line allows {'any' if allowed is None else ', '.join(allowed)}"
+    raise invalid(
+        [f"{what}_id"],
+        f"choose a {what}: the line allows {'any' if allowed is None else ', '.join(allowed)}",
     )
 
 
@@ -143,8 +145,8 @@ def register_booking(
                 raise HTTPException(409, "the invoice is void, refunded or not paid yet")
             day = booking.starts_at.date()
             if not line["valid_from"] <= day <= line["valid_until"]:
-                raise HTTPException(
-                    422,
+                raise invalid(
+                    ["body", "starts_at"],
                     f"outside validity: {line['valid_from']:%d %b %Y}"
                     f" to {line['valid_until']:%d %b %Y}",
                 )

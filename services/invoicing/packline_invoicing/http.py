@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 from fastapi import HTTPException
 from packline_contracts.invoices import IssuePackageInvoice, PackageInvoice, PurchaseChannel
 from packline_contracts.types import Actor, PackageId, PatientId, Restriction
+from packline_core.http_errors import invalid
 from packline_core.service import Service
 from pydantic import BaseModel, Field
 
@@ -45,7 +46,7 @@ def register_http(service: Service) -> None:
         )
         async with service.transaction() as tx:
             if not await commands.issue(tx, command):
-                raise HTTPException(422, f"unknown package {sale.package_id}")
+                raise invalid(["body", "package_id"], f"unknown package {sale.package_id}")
             invoice = await invoices.snapshot(tx.conn, sale.invoice_id)
         return shown(invoice)
 
