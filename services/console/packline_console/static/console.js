@@ -15,7 +15,11 @@ async function call(path, options = {}) {
   const body = response.headers.get("content-type")?.includes("json") ? await response.json() : await response.text();
   if (!response.ok) {
     const detail = typeof body === "object" ? body.detail : body;
-    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    // A refusal by field (a list of problems, each with where it is): "field: message".
+    const problems = Array.isArray(detail)
+      ? detail.map((p) => `${(p.loc || []).filter((part) => part !== "body").join(".")}: ${p.msg}`).join("; ")
+      : null;
+    throw new Error(problems ?? (typeof detail === "string" ? detail : JSON.stringify(detail)));
   }
   return body;
 }
