@@ -28,10 +28,10 @@ from functools import cache
 from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 from uuid import UUID, uuid4
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from packline_contracts.topics import Topic
-from packline_contracts.types import PatientId, Value
+from packline_contracts.types import Instant, PatientId, Value
 
 MAX_MESSAGE_BYTES = 256 * 1024
 CONTENT_TYPE = "application/json"
@@ -91,7 +91,7 @@ class Envelope(BaseModel, Generic[M]):
     message_id: UUID = Field(description="Unique per message; consumers deduplicate on it.")
     message_type: str = Field(min_length=1, description="Which payload this is.")
     schema_version: int = Field(ge=1, description="The payload's schema version.")
-    occurred_at: AwareDatetime = Field(description="When it happened (timezone required).")
+    occurred_at: Instant = Field(description="When it happened (timezone required).")
     correlation_id: UUID = Field(description="Shared by every message of one business flow.")
     causation_id: UUID | None = Field(
         default=None, description="The message_id of the message that caused this one."

@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -355,3 +355,59 @@ async def test_console_booking_fields_are_as_strict_as_the_booking_command(
         )
     assert cancel.status_code == 422 and named(cancel, "patient_id"), cancel.text
     assert surrogate.status_code == 422 and named(surrogate, "patient_id"), surrogate.text
+
+
+async def test_a_package_whose_end_date_has_passed_is_refused_at_sale_saying_so(
+    start_service: StartService,
+) -> None:
+    invoicing = await start_service("invoicing")
+    ended = {
+        **json.loads(package().model_dump_json()),
+        "package_id": "summer-2020",
+        "validity": {"until": "2020-08-31"},
+    }
+    await invoicing.pool.execute(
+        "INSERT INTO packages (package_id, terms) VALUES ($1, $2)", "summer-2020", json.dumps(ended)
+    )
+    async with staff(invoicing) as billing:
+        answer = await billing.post(
+            "/invoices",
+            json={"patient_id": "p-1", "package_id": "summer-2020", "issued_by": "ann"},
+        )
+    assert answer.status_code == 422, answer.text
+    assert named(answer, "package_id"), answer.text
+    assert "ended on 31 August 2020" in answer.text
+    await nothing_written(invoicing)
+
+
+async def test_payments_that_would_overflow_the_invoice_total_are_refused(
+    start_service: StartService, producer: Any, read_events: Any
+) -> None:
+    from packline_contracts.invoices import InvoiceCommandRefused, PaymentRecorded, RecordPayment
+    from packline_contracts.topics import INVOICING_EVENTS
+
+    invoicing, sold = await sold_package(start_service, producer)
+    events = await read_events(INVOICING_EVENTS)
+    payments = [
+        RecordPayment(
+            patient_id=sold["patient_id"],
+            invoice_id=UUID(sold["invoice_id"]),
+            payment_id=uuid4(),
+            amount_cents=2_000_000_000,
+            paid_at=days_ahead(0),
+            recorded_by="front-desk",
+        )
+        for _ in range(2)
+    ]
+    for payment in payments:
+        await producer.send(payment)
+
+    await events.wait_for(PaymentRecorded, lambda e: e.payload.payment_id == payments[0].payment_id)
+    refused = await events.wait_for(
+        InvoiceCommandRefused, lambda e: e.payload.command_type == "RecordPayment"
+    )
+    assert "amount_cents" in refused.payload.reason
+    paid = await invoicing.pool.fetchval(
+        "SELECT paid_cents FROM package_invoices WHERE invoice_id = $1", UUID(sold["invoice_id"])
+    )
+    assert paid == 2_000_000_000

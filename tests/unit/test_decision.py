@@ -195,3 +195,38 @@ def test_r3_an_invoice_booking_is_left_to_invoicing_until_its_line_lets_it_go() 
     assert decide(from_invoice, [line(1), line(2)]) == decide(from_invoice, [])
     released = replace(from_invoice, awaiting_invoice=False)
     assert decide(released, [line(1)]).link is not None
+
+
+def test_an_explanation_always_fits_its_event() -> None:
+    """Many packages, each allowing many long-named practitioners: the explanation still fits
+    AppointmentNotMatched (at most 20 packages named, every text within a Reason)."""
+    from packline_contracts.matching import AppointmentNotMatched, CandidatePackage
+    from packline_matcher.decision import MAX_CANDIDATES, explain
+
+    names = {f"dr-{n}": "Dr " + "Longname-" * 20 + str(n) for n in range(10)}
+    appt = appointment(practitioner_id="dr-elsewhere")
+    covering = [
+        line(invoice_id=uuid4(), practitioner_ids=tuple(names), package_name="P" * 200)
+        for _ in range(MAX_CANDIDATES + 15)
+    ]
+    explained = explain(appt, covering, names)
+    assert len(explained.candidates) == MAX_CANDIDATES
+    assert explained.summary.endswith("…") or "and 15 more" in explained.summary
+    event = AppointmentNotMatched(
+        patient_id=appt.patient_id,
+        appointment_id=appt.appointment_id,
+        appointment_version=appt.version,
+        fee_ids=list(appt.fee_ids),
+        candidates=[
+            CandidatePackage(
+                invoice_id=c.line.invoice_id,
+                package_id=c.line.package_id,
+                package_name=c.line.package_name,
+                code=c.code,
+                reason=c.reason,
+            )
+            for c in explained.candidates
+        ],
+        summary=explained.summary,
+    )
+    assert len(event.summary) <= 500

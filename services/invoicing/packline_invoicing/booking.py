@@ -34,6 +34,7 @@ from packline_contracts.types import (
     LocationId,
     Minutes,
     PractitionerId,
+    Reason,
 )
 from packline_core.consumer import MessageConsumer
 from packline_core.http_errors import invalid
@@ -229,23 +230,11 @@ def register_booking(
     async def release_booking_request(
         invoice_id: UUID,
         line_id: UUID,
-        released_by: Annotated[
-            str,
-            Query(
-                min_length=1,
-                max_length=128,
-                pattern=r"^[^\x00-\x1f\x7f]+$",
-                description="Who releases it (shown on the line).",
-            ),
-        ],
+        released_by: Annotated[Actor, Query(description="Who releases it (shown on the line).")],
         reason: Annotated[
-            str | None,
-            Query(
-                min_length=1,
-                max_length=300,
-                pattern=r"^[^\x00]+$",
-                description="Why, in the staff member's words (shown on the line).",
-            ),
+            Reason | None,
+            # At most 300: with who released it, the note still fits a Reason (500).
+            Query(max_length=300, description="Why, in the staff member's words (on the line)."),
         ] = None,
     ) -> dict[str, Any]:
         """For a line still showing "booking requested" (the calendar has not answered yet):

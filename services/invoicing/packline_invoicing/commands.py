@@ -40,7 +40,7 @@ from packline_contracts.invoices import (
     VoidPackageInvoice,
 )
 from packline_contracts.topics import INVOICING_COMMANDS
-from packline_contracts.types import Appointment, PatientId
+from packline_contracts.types import MAX_INT32, Appointment, PatientId
 from packline_core.consumer import MessageConsumer
 from packline_core.errors import Rejected
 from packline_core.outbox import Transaction
@@ -123,21 +123,27 @@ async def define_package(tx: Transaction, envelope: Envelope[DefinePackage]) -> 
 # --- purchase and money -----------------------------------------------------------------------
 
 
-async def issue(tx: Transaction, command: IssuePackageInvoice) -> bool:
-    """R2: one line per session, restrictions from the package or chosen at sale."""
+async def issue(tx: Transaction, command: IssuePackageInvoice) -> str | None:
+    """R2: one line per session, restrictions from the package or chosen at sale. Returns why
+    it was refused (also published as InvoiceCommandRefused), or None."""
     if await invoices.get_invoice(tx.conn, command.invoice_id) is not None:
-        return True  # issued before (a retried purchase): answered then
+        return None  # issued before (a retried purchase): answered then
     terms = await tx.conn.fetchval(
         "SELECT terms FROM packages WHERE package_id = $1", command.package_id
     )
     if terms is None:
-        refuse(tx, command, f"unknown package {command.package_id}")
-        return False
+        why = f"unknown package {command.package_id}"
+        refuse(tx, command, why)
+        return why
     package = Package.model_validate_json(terms)
     practitioners = command.practitioners or package.practitioners
     locations = command.locations or package.locations
     issued_on = command.issued_at.date()
     until = rules.valid_until(package, issued_on)
+    if until < issued_on:
+        why = f"package {command.package_id} ended on {until:%d %B %Y}: it can no longer be sold"
+        refuse(tx, command, why)
+        return why
     await tx.conn.execute(
         "INSERT INTO package_invoices (invoice_id, patient_id, package_id, package_name, channel,"
         " issued_at, issued_by, status, price_cents, currency, pay_before_use,"
@@ -185,7 +191,7 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> bool:
             invoice=await invoices.snapshot(tx.conn, command.invoice_id),
         )
     )
-    return True
+    return None
 
 
 async def invoice_of(tx: Transaction, command: InvoiceCommand) -> asyncpg.Record | None:
@@ -203,6 +209,13 @@ async def record_payment(tx: Transaction, envelope: Envelope[RecordPayment]) -> 
         return
     if invoice["status"] in ("void", "refunded"):
         return refuse(tx, command, f"the invoice is {invoice['status']}")
+    if invoice["paid_cents"] + command.amount_cents > MAX_INT32:
+        return refuse(
+            tx,
+            command,
+            f"amount_cents: payments would total {invoice['paid_cents'] + command.amount_cents}"
+            f" cents, more than an invoice can record ({MAX_INT32})",
+        )
     inserted = await tx.conn.fetchval(
         "INSERT INTO payments (payment_id, invoice_id, amount_cents, paid_at, recorded_by)"
         " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (payment_id) DO NOTHING RETURNING 1",

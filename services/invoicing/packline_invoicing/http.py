@@ -45,8 +45,9 @@ def register_http(service: Service) -> None:
             locations=sale.locations,
         )
         async with service.transaction() as tx:
-            if not await commands.issue(tx, command):
-                raise invalid(["body", "package_id"], f"unknown package {sale.package_id}")
+            refused = await commands.issue(tx, command)
+            if refused:
+                raise invalid(["body", "package_id"], refused)
             invoice = await invoices.snapshot(tx.conn, sale.invoice_id)
         return shown(invoice)
 

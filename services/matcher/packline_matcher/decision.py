@@ -225,9 +225,23 @@ def explain(
                     NoMatchCode.LINE_REQUESTED_ELSEWHERE,
                     "its last session was just taken",
                 )
-        candidates.append(Candidate(line, code, reason))
-    summary = "; ".join(f"package {c.line.package_name} {c.reason}" for c in candidates)
-    return Explain(tuple(candidates), f"Not linked: {summary}")
+        candidates.append(Candidate(line, code, _fit(reason)))
+    # An explanation must fit its event: at most MAX_CANDIDATES packages named, each reason and
+    # the summary within a Reason's length (a patient with many packages, or restrictions naming
+    # many practitioners, would otherwise make the event impossible to publish).
+    shown = candidates[:MAX_CANDIDATES]
+    summary = "; ".join(f"package {c.line.package_name} {c.reason}" for c in shown)
+    if len(candidates) > len(shown):
+        summary += f"; and {len(candidates) - len(shown)} more package(s)"
+    return Explain(tuple(shown), _fit(f"Not linked: {summary}"))
+
+
+MAX_CANDIDATES = 20
+REASON_LENGTH = 500  # packline_contracts.types.Reason
+
+
+def _fit(text: str) -> str:
+    return text if len(text) <= REASON_LENGTH else text[: REASON_LENGTH - 1] + "…"
 
 
 def forfeits(appointment: Appointment, policy: LateCancelPolicy | None) -> bool:
