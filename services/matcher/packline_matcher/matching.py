@@ -326,15 +326,7 @@ async def line_unlinked(tx: Transaction, envelope: Envelope[LineUnlinked]) -> No
             event.invoice_id,
         )
     if event.reason == UnlinkReason.UNASSIGNED_BY_STAFF:
-        # Kept apart from the appointment row, which may not exist yet (0002_hand_unlinks.sql).
-        await tx.conn.execute(
-            "INSERT INTO hand_unlinks (appointment_id) VALUES ($1) ON CONFLICT DO NOTHING",
-            event.appointment_id,
-        )
-        await tx.conn.execute(
-            "UPDATE appointments SET hand_unlinked = true WHERE appointment_id = $1",
-            event.appointment_id,
-        )
+        await readmodel.remember_hand_unlink(tx.conn, event.appointment_id)
     # R12 / R13: the line is free again, and a voided invoice's appointments look elsewhere.
     await link_waiting(tx, event.patient_id)
 
@@ -380,13 +372,6 @@ async def line_booking_refused(tx: Transaction, envelope: Envelope[LineBookingRe
     # or released after no answer (timeout or staff). A released request's appointment may still
     # be booked late; staff were told the line is free again, so the matcher must not link that
     # appointment on its own, to this line or another: remembered like a staff unlink (R8),
-    # whichever topic reaches us first (0002_hand_unlinks.sql).
-    await tx.conn.execute(
-        "INSERT INTO hand_unlinks (appointment_id) VALUES ($1) ON CONFLICT DO NOTHING",
-        event.appointment_id,
-    )
-    await tx.conn.execute(
-        "UPDATE appointments SET hand_unlinked = true WHERE appointment_id = $1",
-        event.appointment_id,
-    )
+    # whichever topic reaches us first.
+    await readmodel.remember_hand_unlink(tx.conn, event.appointment_id)
     await link_waiting(tx, event.patient_id)

@@ -129,3 +129,15 @@ async def link_line(conn: Connection, line_id: UUID, appointment_id: UUID) -> Ap
         appointment_id,
     )
     return to_appointment(row) if row else None
+
+
+async def remember_hand_unlink(conn: Connection, appointment_id: UUID) -> None:
+    """R8: never link this appointment on our own again. Kept apart from the appointment row,
+    which may not exist yet (0002_hand_unlinks.sql), and on the row when it does."""
+    await conn.execute(
+        "INSERT INTO hand_unlinks (appointment_id) VALUES ($1) ON CONFLICT DO NOTHING",
+        appointment_id,
+    )
+    await conn.execute(
+        "UPDATE appointments SET hand_unlinked = true WHERE appointment_id = $1", appointment_id
+    )
