@@ -17,6 +17,8 @@ PostgreSQL, with kcat (librdkafka) where a client Packline did not write is the 
   naming the header or field
 - an envelope backdated to 2020 booking into 2020 -> BookingRefused "in the past" (the
   calendar's own clock, within a 5-minute skew)
+- a fetch that raises (whatever the reason) -> every partition read again from its commit:
+  nothing it had taken from other partitions is skipped
 - anything, while the consumer cannot make progress -> /health/ready names the partition; the
   lag and stalled-partition gauges show it
 - anything, while the dead-letter topic refuses writes -> kept in the database, the partition
@@ -51,7 +53,7 @@ from packline_contracts.topics import (
     OPS_PROBES,
 )
 from packline_contracts.topics import dead_letter_topic as dead_letter_topic_of
-from packline_core import deadletters
+from packline_core import deadletters, records
 from packline_core.consumer import MessageConsumer
 from packline_core.outbox import Transaction
 from packline_core.service import Service
@@ -598,3 +600,34 @@ async def test_an_invoice_command_invoicing_cannot_apply_is_answered_naming_the_
     assert "issued_by" in answer.payload.reason
     (letter,) = await at_least(infrastructure, invoicing, 1)
     assert "issued_by" in letter.header("reason")
+
+
+async def test_a_fetch_that_raises_skips_nothing_on_any_partition(
+    start_service: StartService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever makes aiokafka's fetch raise (here: a record set that cannot be read, once),
+    the records it had already taken from other partitions are read again, not skipped."""
+    calendar = await start_service("calendar")
+    unread = records.TolerantMemoryRecords.next_batch
+    left = {"failures": 1}
+
+    def next_batch(self: records.TolerantMemoryRecords) -> Any:
+        if left["failures"]:
+            left["failures"] -= 1
+            raise ValueError("a record set nobody expected")
+        return unread(self)
+
+    monkeypatch.setattr(records.TolerantMemoryRecords, "next_batch", next_batch)
+    probes = [probe_on(partition) for partition in range(TEST_PARTITIONS) for _ in range(5)]
+    for message in probes:
+        record = encode(Envelope.wrap(message, producer="test"))
+        await calendar.producer.send(  # not awaited one by one: one fetch, several partitions
+            calendar.settings.topic(OPS_PROBES), record.value, record.key, headers=record.headers
+        )
+    await calendar.producer.flush()
+
+    await eventually(
+        lambda: _is(recorded(calendar, *probes), len(probes)), what="every probe, none skipped"
+    )
+    assert left["failures"] == 0
+    assert _metric(calendar, "packline_consumer_fetch_failures_total", "calendar.probes") == 1

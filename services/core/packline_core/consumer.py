@@ -170,19 +170,25 @@ class MessageConsumer:
         fetch = subscriber.get_msg
 
         async def get_msg(consumer: AIOKafkaConsumer) -> Any:
-            # FastStream's loop handles the broker's own errors and a stopped consumer; anything
-            # else would kill its task and drop what was fetched, so the partitions are read
-            # again from their commits instead.
+            # A fetch that raises may already have moved some partitions past records it then
+            # dropped: every assigned partition is read again from its commit, so nothing is
+            # skipped. The broker's own errors then go to FastStream's loop (it waits and
+            # fetches again); anything else would kill that loop's task, so it is absorbed here.
             if consumer not in self._kafka_consumers:
                 self._kafka_consumers.append(consumer)
             try:
                 return await fetch(consumer)
-            except (KafkaError, ConsumerStoppedError):
+            except ConsumerStoppedError:
                 raise
-            except Exception:
+            except Exception as error:
                 self.service.metrics.fetch_failures.labels(self.name).inc()
                 log.exception("fetching records failed; reading again", consumer=self.name)
-                await self._rewind(consumer, None)
+                try:
+                    await self._rewind(consumer, None)
+                except Exception as rewinding:  # the broker may be away: the next fetch tries
+                    log.warning("could not rewind", consumer=self.name, error=repr(rewinding))
+                if isinstance(error, KafkaError):
+                    raise
                 await self._backoff(1)
                 return ()
 
