@@ -57,12 +57,11 @@ async def eventually(
         if result:
             return result
         if time.monotonic() > deadline:
-            message = (
-                f"timed out after {within} s ({tries} tries) waiting for {what};"
-                f" the probe last returned {shown(result)}"
-            )
+            message = f"timed out after {within} s ({tries} tries) waiting for {what}"
+            if result is not None and result is not False:  # a falsy value that says something
+                message += f"; the probe last returned {shown(result)}"
             if describe is not None:
-                message += f"; state: {await _describe(describe)}"
+                message += f"; last seen: {await _describe(describe)}"
             raise AssertionError(message)
         await asyncio.sleep(interval)
 
@@ -94,11 +93,9 @@ async def read_until(
         last[:] = [value]
         return bool(holds(value))
 
-    try:
-        await eventually(probe, within=within, interval=interval, what=what)
-    except AssertionError as error:
-        seen = shown(last[0]) if last else "nothing"
-        raise AssertionError(f"{error}; the last value read was {seen}") from None
+    await eventually(
+        probe, within=within, interval=interval, what=what, describe=lambda: shown(last[0])
+    )
     return last[0]
 
 

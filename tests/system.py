@@ -83,12 +83,17 @@ async def start_system(
     for message in [*SETUP[:4], *fee_commands(), *packages]:
         await producer.send(message)
 
-    async def loaded() -> bool:
-        fees = await calendar.pool.fetchval("SELECT count(*) FROM fees")
-        names = await matcher.pool.fetchval("SELECT count(*) FROM names")
-        known = await invoicing.pool.fetchval("SELECT count(*) FROM packages")
-        return bool(fees == 2 and names == 4 and known == len(packages))
+    async def counts() -> dict[str, int]:
+        return {
+            "calendar fees": await calendar.pool.fetchval("SELECT count(*) FROM fees"),
+            "matcher names": await matcher.pool.fetchval("SELECT count(*) FROM names"),
+            "invoicing packages": await invoicing.pool.fetchval("SELECT count(*) FROM packages"),
+        }
 
-    await eventually(loaded, what="the clinic's directory and catalogue")
+    async def loaded() -> bool:
+        wanted = {"calendar fees": 2, "matcher names": 4, "invoicing packages": len(packages)}
+        return await counts() == wanted
+
+    await eventually(loaded, what="the clinic's directory and catalogue", describe=counts)
     events = await read_events(CALENDAR_EVENTS, INVOICING_EVENTS, MATCHER_EVENTS)
     return System(calendar, invoicing, matcher, producer, events)

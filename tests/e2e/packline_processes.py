@@ -111,7 +111,11 @@ async def until_ready(
         return answer.status_code == 200
 
     await eventually(
-        ready, within=60, interval=0.2, what=f"{name} to be ready", describe=lambda: last
+        ready,
+        within=60,
+        interval=0.2,
+        what=f"{name} to be ready",
+        describe=lambda: last[0] if last else "no answer yet",
     )
 
 

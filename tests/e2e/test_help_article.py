@@ -92,7 +92,9 @@ class Clinic:
         )
         # The matcher reads purchases and bookings from two topics: wait until it has this one.
         await eventually(
-            lambda: self._matcher_knows(who, invoice_id), what="the matcher to know the invoice"
+            lambda: self._matcher_knows(who, invoice_id),
+            what="the matcher to know the invoice",
+            describe=lambda: self.http("matcher").get(f"/patients/{who}/links"),
         )
         return issued.payload.invoice
 
