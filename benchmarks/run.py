@@ -286,6 +286,7 @@ class Driver:
                 price_cents=100,
                 currency="EUR",
                 pay_before_use=False,
+                online_purchase=True,  # the load is online purchases
             )
         )
         await self.producer.flush()

@@ -131,6 +131,7 @@ def package(
     days: int = 90,
     pay_before_use: bool = False,
     price_cents: int = 40000,
+    online_purchase: bool = True,
 ) -> Any:
     from packline_contracts.catalogue import DefinePackage
     from packline_contracts.types import PackageItem, Validity
@@ -145,6 +146,7 @@ def package(
         price_cents=price_cents,
         currency="EUR",
         pay_before_use=pay_before_use,
+        online_purchase=online_purchase,
     )
 
 

@@ -586,3 +586,51 @@ async def test_staff_sell_a_package_over_http_and_bad_packages_are_dead_lettered
     assert not await invoicing.pool.fetchval(
         "SELECT count(*) FROM packages WHERE package_id IN ('empty', 'negative')"
     )
+
+
+async def test_r1_as_written_online_only_when_sold_online_and_a_sale_only_narrows(
+    invoicing: Service, producer: Any, read_events: ReadEvents
+) -> None:
+    events = await read_events(INVOICING_EVENTS)
+    await producer.send(package("in-clinic-only", online_purchase=False))
+    await until(lambda: _has_package(invoicing, "in-clinic-only"), "the in-clinic package")
+    who = patient()
+    online = uuid4()
+    await producer.send(
+        IssuePackageInvoice(
+            patient_id=who,
+            invoice_id=online,
+            package_id="in-clinic-only",
+            channel=PurchaseChannel.ONLINE,
+            issued_by="shop",
+            issued_at=datetime.now(UTC),
+        )
+    )
+    refused = await events.wait_for(InvoiceCommandRefused, lambda e: e.payload.invoice_id == online)
+    assert refused.payload.reason == "channel: package in-clinic-only cannot be bought online"
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=invoicing.http), base_url="http://x"
+    ) as client:
+        for chosen, said in (
+            ({"ids": None}, "a sale cannot widen that to any"),
+            ({"ids": [DR_B]}, f"is not for practitioner(s) {DR_B}"),
+        ):
+            answer = await client.post(
+                "/invoices",
+                json={
+                    "patient_id": who,
+                    "package_id": "massage-2-dr-a",
+                    "issued_by": "maria",
+                    "practitioners": chosen,
+                },
+            )
+            assert answer.status_code == 422, answer.text
+            (problem,) = answer.json()["detail"]
+            assert problem["loc"] == ["body", "practitioners"] and said in problem["msg"]
+    assert (
+        await invoicing.pool.fetchval(
+            "SELECT count(*) FROM package_invoices WHERE patient_id = $1", who
+        )
+        == 0
+    )

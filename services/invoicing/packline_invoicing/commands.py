@@ -84,6 +84,13 @@ def refuse(
     )
 
 
+def refuse_sale(
+    tx: Transaction, command: IssuePackageInvoice, field: str, reason: str
+) -> tuple[str, str]:
+    refuse(tx, command, f"{field}: {reason}")
+    return field, reason
+
+
 # --- catalogue --------------------------------------------------------------------------------
 
 
@@ -123,27 +130,27 @@ async def define_package(tx: Transaction, envelope: Envelope[DefinePackage]) -> 
 # --- purchase and money -----------------------------------------------------------------------
 
 
-async def issue(tx: Transaction, command: IssuePackageInvoice) -> str | None:
+async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str] | None:
     """R2: one line per session, restrictions from the package or chosen at sale. Returns why
-    it was refused (also published as InvoiceCommandRefused), or None."""
+    it was refused, as (field, reason), also published as InvoiceCommandRefused; or None."""
     if await invoices.get_invoice(tx.conn, command.invoice_id) is not None:
         return None  # issued before (a retried purchase): answered then
     terms = await tx.conn.fetchval(
         "SELECT terms FROM packages WHERE package_id = $1", command.package_id
     )
     if terms is None:
-        why = f"unknown package {command.package_id}"
-        refuse(tx, command, why)
-        return why
+        return refuse_sale(tx, command, "package_id", f"unknown package {command.package_id}")
     package = Package.model_validate_json(terms)
+    refused = rules.sale_refusal(package, command.channel, command.practitioners, command.locations)
+    if refused:
+        return refuse_sale(tx, command, *refused)
     practitioners = command.practitioners or package.practitioners
     locations = command.locations or package.locations
     issued_on = command.issued_at.date()
     until = rules.valid_until(package, issued_on)
     if until < issued_on:
         why = f"package {command.package_id} ended on {until:%d %B %Y}: it can no longer be sold"
-        refuse(tx, command, why)
-        return why
+        return refuse_sale(tx, command, "package_id", why)
     await tx.conn.execute(
         "INSERT INTO package_invoices (invoice_id, patient_id, package_id, package_name, channel,"
         " issued_at, issued_by, status, price_cents, currency, pay_before_use,"

@@ -47,7 +47,8 @@ def register_http(service: Service) -> None:
         async with service.transaction() as tx:
             refused = await commands.issue(tx, command)
             if refused:
-                raise invalid(["body", "package_id"], refused)
+                field, reason = refused
+                raise invalid(["body", field], reason)
             invoice = await invoices.snapshot(tx.conn, sale.invoice_id)
         return shown(invoice)
 

@@ -9,8 +9,8 @@ from datetime import date, datetime, timedelta
 from uuid import UUID
 
 from packline_contracts.catalogue import Package
-from packline_contracts.invoices import InvoiceStatus, LineStatus, LinkRefusalCode
-from packline_contracts.types import Appointment, Balance
+from packline_contracts.invoices import InvoiceStatus, LineStatus, LinkRefusalCode, PurchaseChannel
+from packline_contracts.types import Appointment, Balance, Restriction
 
 
 def valid_until(package: Package, issued_on: date) -> date:
@@ -118,3 +118,30 @@ def overdue_requests(
 def unanswered_note(timeout: timedelta) -> str:
     """What a line released by the timeout says (R3: the reason is shown on the line)."""
     return f"the calendar did not answer within {timeout.total_seconds():g} s"
+
+
+def sale_refusal(
+    package: Package,
+    channel: PurchaseChannel,
+    practitioners: Restriction | None,
+    locations: Restriction | None,
+) -> tuple[str, str] | None:
+    """R1 as written: why this sale cannot be made, as (field, reason), or None. A package not
+    sold online cannot be bought online; restrictions chosen at sale may only narrow the
+    package's ("linked in the package invoice"), never widen or replace them."""
+    if channel == PurchaseChannel.ONLINE and not package.online_purchase:
+        return "channel", f"package {package.package_id} cannot be bought online"
+    for field, chosen, allowed, what in (
+        ("practitioners", practitioners, package.practitioners, "practitioner"),
+        ("locations", locations, package.locations, "location"),
+    ):
+        if chosen is None or allowed.ids is None:
+            continue  # nothing chosen, or the package allows any: any choice narrows
+        if chosen.ids is None:
+            return field, f"package {package.package_id} is only for {what}(s) " + ", ".join(
+                allowed.ids
+            ) + ": a sale cannot widen that to any"
+        outside = [one for one in chosen.ids if one not in allowed.ids]
+        if outside:
+            return field, f"package {package.package_id} is not for {what}(s) " + ", ".join(outside)
+    return None
