@@ -376,7 +376,7 @@ async def test_a_package_whose_end_date_has_passed_is_refused_at_sale_saying_so(
         )
     assert answer.status_code == 422, answer.text
     assert named(answer, "package_id"), answer.text
-    assert "ended on 31 August 2020" in answer.text
+    assert "ended on 31 August 2020: no longer for sale" in answer.text
     await nothing_written(invoicing)
 
 

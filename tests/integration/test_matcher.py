@@ -277,7 +277,7 @@ async def test_i8_two_appointments_racing_for_the_last_session_one_wins_one_is_e
         e.payload for e in outcome.values() if isinstance(e.payload, AppointmentNotMatched)
     )
     assert explained.candidates[0].code == NoMatchCode.ALL_SESSIONS_BOOKED
-    assert explained.candidates[0].reason == "all 1 sessions booked"
+    assert explained.candidates[0].reason == "its only session is booked"
 
 
 async def test_r8_holds_when_the_staff_unlink_arrives_before_the_booking(

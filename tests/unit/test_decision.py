@@ -87,7 +87,7 @@ def test_each_restriction_of_r6_blocks_the_link_and_is_explained() -> None:
         and practitioner.explain.candidates[0].reason == "covers this fee only with Dr Baker"
     )
     expired = decide(appointment(), [cases[NoMatchCode.EXPIRED]])
-    assert expired.explain and expired.explain.candidates[0].reason == "expired on 09 March 2026"
+    assert expired.explain and expired.explain.candidates[0].reason == "expired on 9 March 2026"
 
 
 def test_all_sessions_booked_names_the_count() -> None:

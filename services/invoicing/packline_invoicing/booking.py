@@ -18,6 +18,7 @@ from uuid import UUID
 import httpx
 import structlog
 from fastapi import HTTPException, Query
+from packline_contracts import wording
 from packline_contracts.appointments import AppointmentBooked, BookAppointment, BookingRefused
 from packline_contracts.envelope import Envelope
 from packline_contracts.ids import derived_id
@@ -148,8 +149,8 @@ def register_booking(
             if not line["valid_from"] <= day <= line["valid_until"]:
                 raise invalid(
                     ["body", "starts_at"],
-                    f"outside validity: {line['valid_from']:%d %b %Y}"
-                    f" to {line['valid_until']:%d %b %Y}",
+                    f"outside validity: {wording.day(line['valid_from'])}"
+                    f" to {wording.day(line['valid_until'])}",
                 )
             practitioner = only(line["practitioner_ids"], booking.practitioner_id, "practitioner")
             location = only(line["location_ids"], booking.location_id, "location")

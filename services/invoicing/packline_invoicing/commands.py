@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+from packline_contracts import wording
 from packline_contracts.catalogue import (
     DefineFee,
     DefinePackage,
@@ -149,7 +150,7 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
     issued_on = command.issued_at.date()
     until = rules.valid_until(package, issued_on)
     if until < issued_on:
-        why = f"package {command.package_id} ended on {until:%d %B %Y}: it can no longer be sold"
+        why = f"package {command.package_id} ended on {wording.day(until)}: no longer for sale"
         return refuse_sale(tx, command, "package_id", why)
     await tx.conn.execute(
         "INSERT INTO package_invoices (invoice_id, patient_id, package_id, package_name, channel,"

@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from fastapi import HTTPException
+from packline_contracts import wording
 from packline_contracts.invoices import IssuePackageInvoice, PackageInvoice, PurchaseChannel
 from packline_contracts.types import Actor, PackageId, PatientId, Restriction
 from packline_core.http_errors import invalid
@@ -109,6 +110,6 @@ def shown(invoice: PackageInvoice, notes: dict[UUID, str | None] | None = None) 
         line["note"] = (notes or {}).get(raw.line_id)
     b = invoice.balance
     body["balance_text"] = f"{b.remaining} of {b.total} left" + (
-        f", expires {b.expires_on:%d %B %Y}" if b.expires_on else ""
+        f", expires {wording.day(b.expires_on)}" if b.expires_on else ""
     )
     return body

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
+from packline_contracts import wording
 from packline_contracts.catalogue import Package
 from packline_contracts.invoices import InvoiceStatus, LineStatus, LinkRefusalCode, PurchaseChannel
 from packline_contracts.types import Appointment, Balance, Restriction
@@ -76,7 +77,7 @@ def link_refusal(
     if not line.valid_from <= day <= line.valid_until:
         return (
             LinkRefusalCode.OUTSIDE_VALIDITY,
-            f"valid {line.valid_from:%d %b %Y} to {line.valid_until:%d %b %Y}",
+            f"valid {wording.day(line.valid_from)} to {wording.day(line.valid_until)}",
         )
     if not invoice_redeemable:
         return LinkRefusalCode.NOT_REDEEMABLE, "the invoice is void, refunded or not paid yet"

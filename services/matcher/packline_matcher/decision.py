@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
+from packline_contracts import wording
 from packline_contracts.invoices import UnlinkReason
 from packline_contracts.matching import NoMatchCode
 from packline_contracts.types import AppointmentStatus, BookingSource, LateCancelPolicy
@@ -164,7 +165,7 @@ def rule(line: Line, choices: int) -> str:
     if choices == 1:
         return f"the only line that fits: line {line.line_number} of {line.package_name}"
     return (
-        f"earliest expiry ({line.valid_until:%d %b %Y}), then oldest invoice, then line order:"
+        f"earliest expiry ({wording.day(line.valid_until)}), then oldest invoice, then line order:"
         f" line {line.line_number} of {line.package_name} (of {choices} that fit)"
     )
 
@@ -192,9 +193,9 @@ def problem(
         return NoMatchCode.LOCATION_NOT_ALLOWED, f"covers this fee only at {allowed}"
     day = appointment.starts_at.date()
     if day > line.valid_until:
-        return NoMatchCode.EXPIRED, f"expired on {line.valid_until:%d %B %Y}"
+        return NoMatchCode.EXPIRED, f"expired on {wording.day(line.valid_until)}"
     if day < line.valid_from:
-        return NoMatchCode.NOT_YET_VALID, f"valid from {line.valid_from:%d %B %Y}"
+        return NoMatchCode.NOT_YET_VALID, f"valid from {wording.day(line.valid_from)}"
     return None
 
 
@@ -219,7 +220,7 @@ def explain(
         else:
             line = invoice_lines[0]
             code = NoMatchCode.ALL_SESSIONS_BOOKED
-            reason = f"all {len(invoice_lines)} sessions booked"
+            reason = wording.all_booked(len(invoice_lines))
             if any(other.line_id in appointment.refused_line_ids for other in invoice_lines):
                 code, reason = (
                     NoMatchCode.LINE_REQUESTED_ELSEWHERE,

@@ -1,0 +1,20 @@
+"""How Packline words dates and counts for people, the way a clinic writes them ("1 March 2027",
+"1 session", "all 5 sessions booked"), so every service and front end says them alike."""
+
+from __future__ import annotations
+
+from datetime import date
+
+
+def day(when: date) -> str:
+    """A date as a clinic writes it: "1 March 2027" (no leading zero)."""
+    return f"{when.day} {when:%B %Y}"
+
+
+def sessions(count: int) -> str:
+    return f"{count} session" if count == 1 else f"{count} sessions"
+
+
+def all_booked(count: int) -> str:
+    """Every session of a package taken: "its only session is booked", "all 5 sessions booked"."""
+    return "its only session is booked" if count == 1 else f"all {count} sessions booked"
