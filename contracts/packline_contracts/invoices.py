@@ -101,6 +101,7 @@ class LinkAppointment(InvoiceCommand):
 class UnlinkReason(StrEnum):
     CANCELLED = "cancelled"
     DELETED = "deleted"
+    NO_SHOW = "no_show"
     NO_LONGER_FITS = "no_longer_fits"
     UNASSIGNED_BY_STAFF = "unassigned_by_staff"
     INVOICE_VOIDED = "invoice_voided"

@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from packline_contracts.appointments import (
+    Attendance,
     CancelAppointment,
     ChangeAppointment,
+    RecordAttendance,
     RescheduleAppointment,
 )
 from packline_contracts.invoices import (
@@ -36,12 +38,18 @@ ANYONE_5 = package("anyone-5", count=5)
 SHORT = package("short", count=1, days=30)
 POLICY = package("strict", count=2)
 POLICY = POLICY.model_copy(update={"late_cancel_policy": LateCancelPolicy(forfeit_within_hours=24)})
+NO_SHOW_FORFEITS = package("no-show-forfeits", count=2).model_copy(
+    update={"late_cancel_policy": LateCancelPolicy(no_show_forfeits=True)}
+)
 
 
 @pytest.fixture
 async def system(start_service: StartService, producer: Any, read_events: ReadEvents) -> System:
     return await start_system(
-        start_service, producer, read_events, [DR_A_NORTH, ANYONE_5, SHORT, POLICY]
+        start_service,
+        producer,
+        read_events,
+        [DR_A_NORTH, ANYONE_5, SHORT, POLICY, NO_SHOW_FORFEITS],
     )
 
 
@@ -137,6 +145,39 @@ async def test_r9_cancel_releases_the_line_and_a_late_cancel_forfeits_it(system:
         LineForfeited, lambda e: e.payload.appointment_id == late.appointment_id
     )
     assert forfeited.payload.balance.used == 1 and forfeited.payload.balance.remaining == 1
+
+
+async def test_r9_a_no_show_is_worded_as_one_and_follows_the_packages_policy(
+    system: System,
+) -> None:
+    for hour, (package_id, forfeits) in enumerate(
+        (("no-show-forfeits", True), ("anyone-5", False)), start=9
+    ):
+        who = patient()
+        await system.buy(who, package_id)
+        missed = booking(who, days_ahead(2, hour=hour))
+        await system.book(missed)
+        await linked(system, missed.appointment_id)
+        await system.producer.send(
+            RecordAttendance(
+                patient_id=who,
+                appointment_id=missed.appointment_id,
+                attendance=Attendance.NO_SHOW,
+                recorded_by="reception:maria",
+            )
+        )
+        if forfeits:
+            forfeited = await system.events.wait_for(
+                LineForfeited, lambda e, m=missed: e.payload.appointment_id == m.appointment_id
+            )
+            assert forfeited.payload.reason == "a no-show under the package's policy"
+            assert forfeited.payload.balance.used == 1
+        else:
+            released = await system.events.wait_for(
+                LineUnlinked, lambda e, m=missed: e.payload.appointment_id == m.appointment_id
+            )
+            assert released.payload.reason == UnlinkReason.NO_SHOW
+            assert released.payload.balance.remaining == 5
 
 
 async def test_r10_reschedule_keeps_the_link_a_change_that_no_longer_fits_is_unlinked(

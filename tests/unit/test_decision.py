@@ -137,6 +137,7 @@ def test_cancel_releases_and_late_cancel_or_no_show_forfeits_under_policy() -> N
     assert decide(late, [linked_to(late, policy=policy)]).unlink.forfeit  # type: ignore[union-attr]
     no_show = appointment(status=AppointmentStatus.NO_SHOW)
     assert decide(no_show, [linked_to(no_show, policy=policy)]).unlink.forfeit  # type: ignore[union-attr]
+    assert decide(no_show, [linked_to(no_show)]).unlink.reason == UnlinkReason.NO_SHOW  # type: ignore[union-attr]
     assert not decide(no_show, [linked_to(no_show)]).unlink.forfeit  # type: ignore[union-attr]
     deleted = appointment(status=AppointmentStatus.DELETED)
     assert decide(deleted, [linked_to(deleted)]).unlink.reason == UnlinkReason.DELETED  # type: ignore[union-attr]

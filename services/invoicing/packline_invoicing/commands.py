@@ -452,7 +452,7 @@ async def unlink(tx: Transaction, envelope: Envelope[UnlinkAppointment]) -> None
     forfeit = None
     if command.forfeit:
         forfeit = (
-            "a no-show" if command.reason != UnlinkReason.CANCELLED else "a late cancellation"
+            "a no-show" if command.reason == UnlinkReason.NO_SHOW else "a late cancellation"
         ) + " under the package's policy"
     await release(tx, line, command.reason, forfeit_reason=forfeit)
 

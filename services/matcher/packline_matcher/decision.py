@@ -116,11 +116,7 @@ def decide(
     if appointment.status not in ACTIVE:
         if current is None or current.status != "linked":
             return Decision()
-        reason = (
-            UnlinkReason.DELETED
-            if appointment.status == AppointmentStatus.DELETED
-            else UnlinkReason.CANCELLED
-        )
+        reason = ENDED_BECAUSE.get(appointment.status, UnlinkReason.CANCELLED)
         return Decision(unlink=Unlink(current, reason, forfeits(appointment, current.policy)))
     if appointment.source == BookingSource.INVOICE and (
         current is not None or appointment.awaiting_invoice
@@ -243,6 +239,13 @@ REASON_LENGTH = 500  # packline_contracts.types.Reason
 
 def _fit(text: str) -> str:
     return text if len(text) <= REASON_LENGTH else text[: REASON_LENGTH - 1] + "…"
+
+
+# Why a linked appointment that is no longer active lets its line go.
+ENDED_BECAUSE = {
+    AppointmentStatus.DELETED: UnlinkReason.DELETED,
+    AppointmentStatus.NO_SHOW: UnlinkReason.NO_SHOW,
+}
 
 
 def forfeits(appointment: Appointment, policy: LateCancelPolicy | None) -> bool:
