@@ -260,6 +260,11 @@ async def test_r8_an_appointment_unlinked_by_staff_is_not_linked_again(system: S
     await system.matcher_has(
         "SELECT 1 FROM appointments WHERE appointment_id = $1 AND hand_unlinked", kept
     )
+    explained = await system.events.wait_for(
+        AppointmentNotMatched, lambda e: e.payload.appointment_id == kept
+    )
+    assert [c.code for c in explained.payload.candidates] == [NoMatchCode.UNASSIGNED_BY_STAFF]
+    assert "unassigned from its package" in explained.payload.summary
     marker = await system.book(booking(who, days_ahead(3)))
     assert (
         await linked(system, marker)

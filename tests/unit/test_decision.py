@@ -168,7 +168,8 @@ def test_r10_a_link_that_still_fits_is_kept_one_that_does_not_moves_or_is_explai
 
 
 def test_r8_an_appointment_staff_unlinked_is_never_linked_again() -> None:
-    assert decide(appointment(hand_unlinked=True), [line()]) == decide(appointment(), [])
+    decision = decide(appointment(hand_unlinked=True), [line()])
+    assert decision.link is None and decision.unlink is None and decision.keep is None
 
 
 def test_a_line_refused_for_this_version_is_skipped_and_the_last_one_explained() -> None:
@@ -231,3 +232,13 @@ def test_an_explanation_always_fits_its_event() -> None:
         summary=explained.summary,
     )
     assert len(event.summary) <= 500
+
+
+def test_an_appointment_staff_unassigned_is_explained_as_such_and_never_linked() -> None:
+    appt = appointment(hand_unlinked=True)
+    decision = decide(appt, [line()])
+    assert decision.link is None
+    assert decision.explain is not None
+    assert [c.code for c in decision.explain.candidates] == [NoMatchCode.UNASSIGNED_BY_STAFF]
+    other_fee = appointment(hand_unlinked=True, fee_ids=("facial",))
+    assert decide(other_fee, [line()]).explain is None  # no package covers it: nothing to say

@@ -132,8 +132,29 @@ def decide(
         found = choose(appointment, rest, names)
         return Decision(unlink=unlink, link=found.link, explain=found.explain)
     if appointment.hand_unlinked:
-        return Decision()  # R8: staff unlinked it; never again on our own
+        # R8: staff unlinked it; never again on our own, and the explanation says so (R7).
+        return Decision(explain=unassigned_by_staff(appointment, lines))
     return choose(appointment, lines, names)
+
+
+def unassigned_by_staff(appointment: Appointment, lines: Sequence[Line]) -> Explain | None:
+    """Why an appointment staff unassigned by hand stays unlinked, per package covering it."""
+    by_invoice: dict[UUID, Line] = {}
+    for line in lines:
+        if line.fee_id in appointment.fee_ids:
+            by_invoice.setdefault(line.invoice_id, line)
+    if not by_invoice:
+        return None
+    reason = (
+        "staff unassigned this appointment by hand; book it from the invoice to use this package"
+    )
+    candidates = tuple(
+        Candidate(line, NoMatchCode.UNASSIGNED_BY_STAFF, reason)
+        for line in list(by_invoice.values())[:MAX_CANDIDATES]
+    )
+    return Explain(
+        candidates, "Not linked: it was unassigned from its package, so none takes it on its own"
+    )
 
 
 def choose(appointment: Appointment, lines: Sequence[Line], names: Mapping[str, str]) -> Decision:

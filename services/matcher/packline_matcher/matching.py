@@ -327,6 +327,9 @@ async def line_unlinked(tx: Transaction, envelope: Envelope[LineUnlinked]) -> No
         )
     if event.reason == UnlinkReason.UNASSIGNED_BY_STAFF:
         await readmodel.remember_hand_unlink(tx.conn, event.appointment_id)
+        unassigned = await readmodel.appointment(tx.conn, event.appointment_id)
+        if unassigned is not None:  # say why it stays unlinked (R7); not yet booked: on booking
+            await reconsider(tx, unassigned)
     # R12 / R13: the line is free again, and a voided invoice's appointments look elsewhere.
     await link_waiting(tx, event.patient_id)
 
