@@ -20,6 +20,7 @@ async def test_rewind_replays_everything_once_and_refuses_a_running_service(
     database_url = calendar.settings.database_url
     probes = [probe() for _ in range(5)]
     await send(calendar, *probes)
+
     async def all_recorded() -> bool:
         return await recorded(calendar, *probes) == 5
 
