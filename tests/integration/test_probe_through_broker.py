@@ -112,6 +112,7 @@ async def test_health_and_metrics_endpoints(start_service: StartService) -> None
         "service": "matcher",
         "database": "ok",
         "kafka": "ok",
+        "consumers": "ok",
     }
     assert live.json()["status"] == "alive"
     assert metrics.status_code == 200
