@@ -367,3 +367,36 @@ async def test_r8_holds_when_the_staff_unlink_arrives_before_the_booking(
         "SELECT hand_unlinked FROM appointments WHERE appointment_id = $1", appointment_id
     )
     assert marked is True
+
+
+async def test_an_appointment_explained_before_is_explained_again_when_unassigned(
+    system: System,
+) -> None:
+    """Not matched (only Dr A's package), then linked by a late purchase, then unassigned by
+    staff, all at one appointment version: the second explanation is published too."""
+    who = patient()
+    await system.buy(who, "dr-a-north")
+    with_dr_b = await system.book(booking(who, days_ahead(2, hour=15), practitioner=DR_B))
+    first = await system.events.wait_for(
+        AppointmentNotMatched, lambda e: e.payload.appointment_id == with_dr_b
+    )
+    assert first.payload.candidates[0].code == NoMatchCode.PRACTITIONER_NOT_ALLOWED
+    anyone = await system.buy(who, "anyone-5")
+    link = (await linked(system, with_dr_b)).payload
+    assert link.invoice_id == anyone.invoice_id
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=system.invoicing.http), base_url="http://x"
+    ) as c:
+        answer = await c.delete(
+            f"/invoices/{anyone.invoice_id}/lines/{link.line.line_id}/appointment",
+            params={"unassigned_by": "maria"},
+        )
+    assert answer.status_code == 200, answer.text
+    again = await system.events.wait_for(
+        AppointmentNotMatched,
+        lambda e: (
+            e.payload.appointment_id == with_dr_b
+            and e.payload.candidates[0].code == NoMatchCode.UNASSIGNED_BY_STAFF
+        ),
+    )
+    assert again.payload.appointment_version == first.payload.appointment_version

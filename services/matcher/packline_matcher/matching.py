@@ -208,7 +208,14 @@ async def apply(
                 candidates=candidates,
                 summary=decision.explain.summary,
             ),
-            message_id=derived_id("explain", *key, len(appointment.refused_line_ids)),
+            # An appointment unassigned by hand keeps its version: its explanation needs an id
+            # of its own, or the outbox would take it for the earlier one and drop it.
+            message_id=derived_id(
+                "explain",
+                *key,
+                len(appointment.refused_line_ids),
+                *(("unassigned",) if appointment.hand_unlinked else ()),
+            ),
         )
         await tx.conn.execute(
             "INSERT INTO explanations (appointment_id, appointment_version, summary, candidates)"
