@@ -362,14 +362,24 @@ class Driver:
                 raise TimeoutError(f"{missing} of {len(ids)} bookings not linked in {within} s")
             await asyncio.sleep(0.1)
 
-    async def note_times(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
+    async def note_times(
+        self, ids: Sequence[uuid.UUID], within: float = 60
+    ) -> dict[uuid.UUID, float]:
+        """When the calendar noted each linked booking. The calendar applies LineLinked in its
+        own time, after the link was seen: wait (with a deadline) until every note is there."""
+        deadline = time.monotonic() + within
         conn = await asyncpg.connect(self.system.urls["calendar"])
         try:
-            rows = await conn.fetch(
-                "SELECT appointment_id, extract(epoch FROM updated_at) AS at FROM package_notes"
-                " WHERE appointment_id = ANY($1::uuid[]) AND state = 'linked'",
-                list(ids),
-            )
+            while True:
+                rows = await conn.fetch(
+                    "SELECT appointment_id, extract(epoch FROM updated_at) AS at"
+                    " FROM package_notes WHERE appointment_id = ANY($1::uuid[])"
+                    " AND state = 'linked'",
+                    list(ids),
+                )
+                if len(rows) == len(ids) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
         finally:
             await conn.close()
         return {row["appointment_id"]: float(row["at"]) for row in rows}
