@@ -40,7 +40,11 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(
     assert results["baseline_postgres"]["commits_per_second"] > 0
     (fixed,) = results["fixed_rates"]
     assert fixed["to_link_ms"]["n"] == fixed["bookings"]  # every booking was linked
-    assert fixed["to_note_ms"]["n"] == fixed["bookings"]  # and noted in the calendar
+    # and noted in the calendar (the benchmark waits up to 60 s for the notes after the links)
+    assert fixed["to_note_ms"]["n"] == fixed["bookings"], (
+        f"{fixed['bookings'] - fixed['to_note_ms']['n']} of {fixed['bookings']} linked bookings"
+        " had no package note in the calendar 60 s after the last link"
+    )
     assert results["max_one_matcher"]["linked_per_second"] > 0
     assert results["max_two_matchers"]["linked_per_second"] > 0
     assert results["scaling"] and results["backlog"]["drain_per_second"] > 0
