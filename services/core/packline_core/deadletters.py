@@ -156,14 +156,7 @@ class DeadLetterPublisher:
                         break
                     await backoff(attempt)
         await self._store(letter, backoff)
-        try:
-            await self._send_reference(letter)
-        except Exception as failure:  # stored: the sweep publishes the reference later
-            self._failed(failure)
-            return
-        await self.service.pool.execute(
-            "UPDATE dead_letter_store SET published_at = now() WHERE id = $1", letter.id
-        )
+        await self.send_reference(letter)  # if it fails, the sweep publishes it later
 
     async def _send(
         self, headers: Headers, key: bytes | None, value: bytes | None, letter: Letter
@@ -178,12 +171,22 @@ class DeadLetterPublisher:
         )
         self.service.metrics.dead_lettered.labels(self.consumer_name).inc()
 
-    async def _send_reference(self, letter: Letter) -> None:
+    async def send_reference(self, letter: Letter) -> bool:
+        """Publish the reference of a stored dead letter and mark its row published; False
+        (counted and logged) when the topic does not take it now."""
         stored: Headers = [
             (PREFIX + STORED, str(letter.id).encode()),
             (PREFIX + "stored-bytes", str(letter.size).encode()),
         ]
-        await self._send(stored, letter.reference_key(), letter.reference_value(), letter)
+        try:
+            await self._send(stored, letter.reference_key(), letter.reference_value(), letter)
+        except Exception as failure:
+            self._failed(failure)
+            return False
+        await self.service.pool.execute(
+            "UPDATE dead_letter_store SET published_at = now() WHERE id = $1", letter.id
+        )
+        return True
 
     def _failed(self, failure: BaseException) -> None:
         self.service.metrics.dead_letter_publish_failures.labels(self.consumer_name).inc()
@@ -248,14 +251,7 @@ async def publish_stored(service: Service, limit: int = 100) -> int:
         )
         publisher = DeadLetterPublisher(service, row["consumer"])
         letter = Letter(row["consumer"], record, row["reason"], row["error"], row["attempts"])
-        try:
-            await publisher._send_reference(letter)
-        except Exception as failure:  # the next round tries it again; the others go on
-            publisher._failed(failure)
-            continue
-        await service.pool.execute(
-            "UPDATE dead_letter_store SET published_at = now() WHERE id = $1", row["id"]
-        )
+        await publisher.send_reference(letter)  # a failure waits for the next round
     waiting: int = await service.pool.fetchval(
         "SELECT count(*) FROM dead_letter_store WHERE published_at IS NULL"
     )

@@ -6,7 +6,7 @@ fetch: the partition never moves, the consume loop restarts hot, and records alr
 from other partitions are dropped from memory. So the fetcher is given record sets that read such a
 batch again, leniently, when the fast reader refuses it: the header name keeps its bytes as
 surrogate escapes (``str.encode("utf-8", "surrogateescape")`` gives them back), and the
-consumer dead-letters the record with that reason (:func:`unreadable_header_names`).
+consumer dead-letters the record with that reason (``packline_contracts.envelope.decode``).
 
 Only a batch the fast reader refused is read the slow way; the records before the bad one are
 not handed over twice.
@@ -105,14 +105,3 @@ class TolerantMemoryRecords:
 def install() -> None:
     """Make every aiokafka consumer of this process read fetched records tolerantly."""
     fetcher.MemoryRecords = TolerantMemoryRecords
-
-
-def unreadable_header_names(headers: Any) -> list[bytes]:
-    """The raw bytes of each header name that is not UTF-8 (read with surrogate escapes)."""
-    unreadable = []
-    for name, _ in headers or ():
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            unreadable.append(name.encode("utf-8", "surrogateescape"))
-    return unreadable
