@@ -9,6 +9,7 @@ from packline_contracts import appointments as a
 from packline_contracts import catalogue as c
 from packline_contracts import invoices as i
 from packline_contracts import matching as m
+from packline_contracts import patients as pt
 from packline_contracts import probes as p
 from packline_contracts.envelope import Envelope, Message
 from packline_contracts.ids import derived_id
@@ -93,6 +94,13 @@ FEE_TERMS = {
     "duration_minutes": 60,
     "price_cents": 9000,
     "currency": "EUR",
+}
+PATIENT_ENTRY = {
+    "patient_id": PATIENT,
+    "name": "Jane Zoë Smith",
+    "preferred_name": "Zoë",
+    "date_of_birth": date(1985, 7, 14),
+    "contact": pt.PatientContact(email="zoe.smith@example.org", phone="+61 2 9876 5432"),
 }
 LINE_EVENT = {
     "patient_id": PATIENT,
@@ -364,6 +372,10 @@ EXAMPLES: dict[str, Message] = {
             ],
             summary="Not linked: package 5 x 60-min massage covers this fee only with Dr Adams",
         ),
+        pt.RegisterPatient(**PATIENT_ENTRY),
+        pt.UpdatePatient(**{**PATIENT_ENTRY, "name": "Jane Zoë Smith-Jones"}),
+        pt.PatientRegistered(**PATIENT_ENTRY),
+        pt.PatientUpdated(**{**PATIENT_ENTRY, "name": "Jane Zoë Smith-Jones"}),
         p.ProbeSent(
             probe_id=derived_id("example", "probe"),
             sent_by="operator",

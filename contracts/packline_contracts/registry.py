@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from packline_contracts import appointments, catalogue, invoices, matching, probes
+from packline_contracts import appointments, catalogue, invoices, matching, patients, probes
 from packline_contracts.envelope import MESSAGE_TYPES, Message
 from packline_contracts.topics import TOPICS, Topic
 
-MODULES = (catalogue, appointments, invoices, matching, probes)
+MODULES = (catalogue, appointments, invoices, matching, probes, patients)
 
 __all__ = ["MESSAGE_TYPES", "MODULES", "all_messages", "messages_on"]
 

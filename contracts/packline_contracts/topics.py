@@ -38,7 +38,8 @@ class Topic:
 CALENDAR_COMMANDS = Topic(
     name="packline.calendar.commands",
     key="patient id (directory commands: calendar-directory)",
-    purpose="Book, reschedule, change, cancel or delete an appointment (staff, online, invoicing).",
+    purpose="Book, reschedule, change, cancel or delete an appointment (staff, online, invoicing); "
+    "register or update a patient (clinics without a patient-records service).",
     owner="calendar",
 )
 CALENDAR_EVENTS = Topic(
@@ -78,6 +79,17 @@ CALENDAR_DIRECTORY = Topic(
     retention_ms=-1,
     partitions=3,  # small and rarely written; read whole by every reader
 )
+PATIENT_DIRECTORY = Topic(
+    name="packline.patients.directory",
+    key="patient id",
+    purpose="The latest entry of every patient: name, preferred name, date of birth, contact "
+    "(compacted). Published by the practice's patient-records service, or by calendar when it "
+    "applies RegisterPatient / UpdatePatient.",
+    owner="patient records (calendar for RegisterPatient / UpdatePatient)",
+    cleanup=Cleanup.COMPACT,
+    retention_ms=-1,
+    partitions=3,  # rarely written (a registration, a change of name); read whole by calendar
+)
 MATCHER_EVENTS = Topic(
     name="packline.matcher.events",
     key="patient id",
@@ -111,6 +123,7 @@ TOPICS: tuple[Topic, ...] = (
     CALENDAR_COMMANDS,
     CALENDAR_EVENTS,
     CALENDAR_DIRECTORY,
+    PATIENT_DIRECTORY,
     INVOICING_COMMANDS,
     INVOICING_EVENTS,
     INVOICING_CATALOGUE,
@@ -138,6 +151,7 @@ CONSUMERS: tuple[Consumer, ...] = (
     Consumer("calendar", "commands", (CALENDAR_COMMANDS,)),
     Consumer("calendar", "package-notes", (INVOICING_EVENTS,)),
     Consumer("calendar", "fees", (INVOICING_CATALOGUE,)),
+    Consumer("calendar", "patients", (PATIENT_DIRECTORY,)),
     Consumer("invoicing", "commands", (INVOICING_COMMANDS,)),
     Consumer("invoicing", "booking-results", (CALENDAR_EVENTS,)),
     Consumer("matcher", "events", (CALENDAR_EVENTS, INVOICING_EVENTS)),
