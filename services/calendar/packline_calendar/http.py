@@ -14,6 +14,7 @@ from packline_core.http_errors import invalid
 from packline_core.service import Service
 
 from packline_calendar import appointments
+from packline_calendar.patients import patient_names
 
 
 def register_http(service: Service) -> None:
@@ -29,7 +30,12 @@ def register_http(service: Service) -> None:
             note = await conn.fetchrow(
                 "SELECT * FROM package_notes WHERE appointment_id = $1", appointment_id
             )
-        return {**appointments.as_json(appointment), "package": package_note(note)}
+            names = await patient_names(conn, [appointment.patient_id])
+        return {
+            **appointments.as_json(appointment),
+            "patient_name": names.get(appointment.patient_id),  # null until the directory has it
+            "package": package_note(note),
+        }
 
     @http.get("/fees", tags=["appointments"])
     async def fees() -> list[dict[str, Any]]:
@@ -97,10 +103,12 @@ def register_http(service: Service) -> None:
                 "SELECT * FROM package_notes WHERE appointment_id = ANY($1::uuid[])",
                 [row["appointment_id"] for row in rows],
             )
+            names = await patient_names(conn, (row["patient_id"] for row in rows))
         by_id = {note["appointment_id"]: note for note in notes}
         return [
             {
                 **appointments.as_json(appointments.to_appointment(row)),
+                "patient_name": names.get(row["patient_id"]),
                 "package": package_note(by_id.get(row["appointment_id"])),
             }
             for row in rows
