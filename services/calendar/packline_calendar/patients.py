@@ -53,12 +53,15 @@ MAX_SEARCH_WORDS = 10
 def name_words(text: str) -> list[str]:
     """The words of ``text`` as search compares them: compatibility-decomposed, case-folded,
     without accents (combining marks), split at anything that is not a letter or a digit."""
-    # Decomposed before folding (U+1D434, a mathematical A, has no lower case; its NFKD "A" has),
-    # and again after it: folding may give a letter and a combining mark ("İ" -> "i̇").
-    folded = unicodedata.normalize("NFKD", text).casefold()
-    decomposed = unicodedata.normalize("NFKD", folded)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return _LETTERS_AND_DIGITS.findall(plain.translate(_PLAIN_LETTERS))
+    # Marks go before folding (which turns the iota subscript of "ᾳ" into a letter) and after
+    # it (folding "İ" gives "i" and a dot above). Decomposing first also matters: U+1D434, a
+    # mathematical A, has no lower case, but its NFKD "A" has.
+    folded = _without_marks(_without_marks(text).casefold())
+    return _LETTERS_AND_DIGITS.findall(folded.translate(_PLAIN_LETTERS))
+
+
+def _without_marks(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
 def search_words(name: str, preferred_name: str | None = None) -> list[str]:
