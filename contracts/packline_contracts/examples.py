@@ -329,6 +329,19 @@ EXAMPLES: dict[str, Message] = {
             link_version=2,
             reason="Cancelled 16 hours before; the package forfeits inside 24 hours",
         ),
+        i.LineUsed(
+            **{
+                **LINE_EVENT,
+                "balance": Balance(
+                    total=5, booked=1, used=1, remaining=3, expires_on=date(2026, 5, 30)
+                ),
+            },
+            line=LINKED_LINE.model_copy(update={"version": 3, "status": i.LineStatus.USED}),
+            appointment_id=APPOINTMENT,
+            appointment_version=3,
+            link_version=2,
+            session_number=2,
+        ),
         i.LinkRefused(
             patient_id=PATIENT,
             invoice_id=INVOICE,

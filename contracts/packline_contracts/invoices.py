@@ -2,8 +2,9 @@
 lines and appointments. Owned by invoicing; every message is keyed by the patient id.
 
 A package invoice has one line per session (a package of 5 massages has 5 lines). A line is
-**open** (unassigned), **linked** to one appointment, or **forfeited** (R9). Links are made by the
-matcher's ``LinkAppointment`` and checked again by invoicing, which answers ``LineLinked`` or
+**open** (unassigned), **linked** to one appointment, **used** (the patient arrived for that
+appointment: the session is spent, R14) or **forfeited** (R9). Links are made by the matcher's
+``LinkAppointment`` and checked again by invoicing, which answers ``LineLinked`` or
 ``LinkRefused``."""
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class LineStatus(StrEnum):
     OPEN = "open"
     BOOKING_REQUESTED = "booking_requested"
     LINKED = "linked"
+    USED = "used"
     FORFEITED = "forfeited"
 
 
@@ -255,6 +257,20 @@ class LineForfeited(LineEvent):
     appointment_id: UUID
     link_version: Version
     reason: Reason
+
+
+class LineUsed(LineEvent):
+    """R14: the patient arrived for (or completed) the line's appointment: the session is used.
+    A used line keeps its appointment for good: it is never unlinked or released again, even if
+    the appointment is later cancelled, deleted or changed."""
+
+    appointment_id: UUID
+    appointment_version: Version = Field(description="The version marked arrived or completed.")
+    link_version: Version = Field(
+        description="Increases with every link change of this appointment; apply a link "
+        "event only if it is newer than the last one applied.",
+    )
+    session_number: Version = Field(description="This is session N of balance.total.")
 
 
 class LinkRefusalCode(StrEnum):

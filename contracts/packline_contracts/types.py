@@ -239,11 +239,25 @@ class Appointment(Value):
 
 
 class Balance(Value):
-    """R14: sessions of one package invoice. total = booked + used + remaining."""
+    """R14: sessions of one package invoice, as of the moment of the message that carries it (its
+    ``occurred_at``). total = booked + used + remaining."""
 
     total: Count
-    booked: Annotated[Count, Field(description="Linked to upcoming appointments.")]
-    used: Annotated[Count, Field(description="Attended, past, or forfeited.")]
+    booked: Annotated[
+        Count,
+        Field(
+            description="Sessions held by an upcoming appointment, or by a booking requested "
+            "from the invoice that the calendar has not answered yet."
+        ),
+    ]
+    used: Annotated[
+        Count,
+        Field(
+            description="Sessions spent: attended (the patient arrived or completed the "
+            "appointment), forfeited (late cancellation or no-show, R9), or held by an "
+            "appointment that has already started."
+        ),
+    ]
     remaining: Annotated[Count, Field(description="Open lines, free to book.")]
     expires_on: date | None = Field(default=None, description="Last day it can be redeemed.")
 
