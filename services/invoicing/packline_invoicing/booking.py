@@ -184,6 +184,7 @@ def register_booking(
                     tx.conn,
                     LineBookingRequested,
                     line_id,
+                    now=clock(),
                     appointment_id=appointment_id,
                     starts_at=booking.starts_at,
                 )
@@ -324,7 +325,12 @@ async def release_request(
     )
     tx.publish(
         await invoices.line_event(
-            tx.conn, LineBookingRefused, line_id, appointment_id=appointment_id, reason=reason
+            tx.conn,
+            LineBookingRefused,
+            line_id,
+            now=invoices.moment(tx),
+            appointment_id=appointment_id,
+            reason=reason,
         )
     )
 

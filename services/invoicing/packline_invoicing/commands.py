@@ -47,7 +47,7 @@ from packline_core.errors import Rejected
 from packline_core.outbox import Transaction
 from pydantic import TypeAdapter, ValidationError
 
-from packline_invoicing import invoices, rules
+from packline_invoicing import attendance, invoices, rules
 
 
 def register_commands(consumer: MessageConsumer) -> None:
@@ -196,7 +196,7 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
         PackageInvoiceIssued(
             patient_id=command.patient_id,
             invoice_id=command.invoice_id,
-            invoice=await invoices.snapshot(tx.conn, command.invoice_id),
+            invoice=await invoices.snapshot(tx.conn, command.invoice_id, invoices.moment(tx)),
         )
     )
     return None
@@ -254,7 +254,7 @@ async def record_payment(tx: Transaction, envelope: Envelope[RecordPayment]) -> 
             redeemable=rules.redeemable(
                 status, invoice["pay_before_use"], paid, invoice["price_cents"]
             ),
-            balance=await invoices.balance(tx.conn, command.invoice_id),
+            balance=await invoices.balance(tx.conn, command.invoice_id, invoices.moment(tx)),
         )
     )
 
@@ -276,7 +276,7 @@ async def void(tx: Transaction, envelope: Envelope[VoidPackageInvoice]) -> None:
             invoice_id=command.invoice_id,
             voided_by=command.voided_by,
             reason=command.reason,
-            balance=await invoices.balance(tx.conn, command.invoice_id),
+            balance=await invoices.balance(tx.conn, command.invoice_id, invoices.moment(tx)),
         )
     )
 
@@ -325,7 +325,7 @@ async def refund(tx: Transaction, envelope: Envelope[RefundPackageInvoice]) -> N
             redeemable=rules.redeemable(
                 status, invoice["pay_before_use"], invoice["paid_cents"], invoice["price_cents"]
             ),
-            balance=await invoices.balance(tx.conn, command.invoice_id),
+            balance=await invoices.balance(tx.conn, command.invoice_id, invoices.moment(tx)),
         )
     )
 
@@ -399,6 +399,7 @@ async def apply_link(
             tx.conn,
             LineLinked,
             line_id,
+            now=invoices.moment(tx),
             appointment_id=appointment.appointment_id,
             appointment_version=appointment.version,
             link_version=await invoices.next_link_version(tx.conn, appointment.appointment_id),
@@ -406,6 +407,8 @@ async def apply_link(
             rule=rule,
         )
     )
+    # Attendance recorded before this link arrived (a walk-in) uses the session at once.
+    await attendance.use_if_attended(tx, line_id, appointment.appointment_id)
     return True
 
 
@@ -435,6 +438,7 @@ async def release(
             tx.conn,
             event_type,
             line["line_id"],
+            now=invoices.moment(tx),
             appointment_id=appointment_id,
             link_version=await invoices.next_link_version(tx.conn, appointment_id),
             **detail,
@@ -447,6 +451,8 @@ async def unlink(tx: Transaction, envelope: Envelope[UnlinkAppointment]) -> None
     line = await invoices.get_line(tx.conn, command.line_id, for_update=True)
     if line is None or line["invoice_id"] != command.invoice_id:
         return refuse(tx, command, f"no line {command.line_id} on this invoice", command.line_id)
+    if line["appointment_id"] == command.appointment_id and line["status"] == "used":
+        return refuse(tx, command, attendance.USED_STAYS, command.line_id)
     if line["appointment_id"] != command.appointment_id or line["status"] != "linked":
         return refuse(tx, command, "the line does not hold that appointment", command.line_id)
     forfeit = None

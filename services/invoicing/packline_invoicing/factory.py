@@ -10,6 +10,7 @@ from packline_core.probes import register_probes
 from packline_core.service import Service
 from packline_core.settings import load_settings
 
+from packline_invoicing.attendance import register_attendance
 from packline_invoicing.booking import (
     register_booking,
     register_booking_request_sweep,
@@ -28,7 +29,10 @@ def create_service(settings: InvoicingSettings | None = None) -> Service:
     register_health(service)
     register_probes(service)
     register_commands(service.consumer("commands"))
-    register_booking_results(service.consumer("booking-results"))
+    # One consumer (one group) for the calendar's events: bookings' answers and attendance.
+    booking_results = service.consumer("booking-results")
+    register_booking_results(booking_results)
+    register_attendance(booking_results)
     register_http(service)
     register_booking(service, settings.calendar_url, settings.calendar_token)
     register_booking_request_sweep(service, settings.booking_request_timeout_seconds)

@@ -50,7 +50,7 @@ def register_http(service: Service) -> None:
             if refused:
                 field, reason = refused
                 raise invalid(["body", field], reason)
-            invoice = await invoices.snapshot(tx.conn, sale.invoice_id)
+            invoice = await invoices.snapshot(tx.conn, sale.invoice_id, command.issued_at)
         return shown(invoice)
 
     @http.get("/invoices/{invoice_id}", tags=["package invoices"])
@@ -74,7 +74,7 @@ def register_http(service: Service) -> None:
         """Every line holding an appointment: the authority for packline-admin reconcile."""
         rows = await service.pool.fetch(
             "SELECT appointment_id, invoice_id, line_id, status AS state FROM invoice_lines"
-            " WHERE status IN ('linked', 'forfeited')"
+            " WHERE status IN ('linked', 'used', 'forfeited')"
         )
         return [dict(row) for row in rows]
 
@@ -89,8 +89,9 @@ def register_http(service: Service) -> None:
 
 
 async def shown_with_notes(conn: Any, invoice_id: UUID) -> dict[str, Any]:
-    """The invoice with each line's note (why its last booking was refused, say)."""
-    invoice = await invoices.snapshot(conn, invoice_id)
+    """The invoice with each line's note (why its last booking was refused, say), and its
+    balance as of this request."""
+    invoice = await invoices.snapshot(conn, invoice_id, invoices.request_clock())
     notes = {row["line_id"]: row["note"] for row in await invoices.lines_of(conn, invoice_id)}
     return shown(invoice, notes)
 

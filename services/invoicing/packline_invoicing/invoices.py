@@ -17,6 +17,7 @@ from packline_contracts.invoices import (
 )
 from packline_contracts.types import Balance, LateCancelPolicy, Restriction
 from packline_core.db import Connection
+from packline_core.outbox import Transaction
 
 from packline_invoicing import rules
 
@@ -111,20 +112,35 @@ def is_redeemable(invoice: asyncpg.Record, status_column: str = "status") -> boo
     )
 
 
-def balance_of(lines: list[asyncpg.Record]) -> Balance:
+def moment(tx: Transaction) -> datetime:
+    """The instant a change happens, for the balance its events carry (I10): the applied
+    message's ``occurred_at``, so a replay counts the same. A change asked over HTTP has no
+    message: it happens at the request's own time."""
+    if tx.causation is not None:
+        return tx.causation.occurred_at
+    return request_clock()
+
+
+def request_clock() -> datetime:
+    """The clock of a staff request over HTTP."""
+    return datetime.now(UTC)
+
+
+def balance_of(lines: list[asyncpg.Record], now: datetime) -> Balance:
+    """R14 at ``now``, which the caller gives (a message's occurred_at, a request's clock)."""
     expires = max((row["valid_until"] for row in lines), default=None)
     return rules.balance(
         [(LineStatus(row["status"]), row["appointment_starts_at"]) for row in lines],
-        datetime.now(UTC),
+        now,
         expires,
     )
 
 
-async def balance(conn: Connection, invoice_id: UUID) -> Balance:
-    return balance_of(await lines_of(conn, invoice_id))
+async def balance(conn: Connection, invoice_id: UUID, now: datetime) -> Balance:
+    return balance_of(await lines_of(conn, invoice_id), now)
 
 
-async def snapshot(conn: Connection, invoice_id: UUID) -> PackageInvoice:
+async def snapshot(conn: Connection, invoice_id: UUID, now: datetime) -> PackageInvoice:
     invoice = await get_invoice(conn, invoice_id)
     assert invoice is not None
     lines = await lines_of(conn, invoice_id)
@@ -144,7 +160,7 @@ async def snapshot(conn: Connection, invoice_id: UUID) -> PackageInvoice:
         redeemable=is_redeemable(invoice),
         late_cancel_policy=LateCancelPolicy.model_validate_json(policy) if policy else None,
         lines=[to_line(row) for row in lines],
-        balance=balance_of(lines),
+        balance=balance_of(lines, now),
     )
 
 
@@ -159,9 +175,9 @@ INVOICE_LINES_OF_LINE = (
 
 
 async def line_event(
-    conn: Connection, event_type: type[LineEvent], line_id: UUID, **fields: Any
+    conn: Connection, event_type: type[LineEvent], line_id: UUID, *, now: datetime, **fields: Any
 ) -> LineEvent:
-    """A line event carrying the line as it is now and its invoice's balance."""
+    """A line event carrying the line as it is now and its invoice's balance at ``now``."""
     rows = await conn.fetch(INVOICE_LINES_OF_LINE, line_id)
     line = next(row for row in rows if row["line_id"] == line_id)
     return event_type(
@@ -170,7 +186,7 @@ async def line_event(
         package_id=line["package_id"],
         package_name=line["package_name"],
         line=to_line(line),
-        balance=balance_of(rows),
+        balance=balance_of(rows, now),
         **fields,
     )
 

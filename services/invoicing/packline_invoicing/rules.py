@@ -87,12 +87,16 @@ def link_refusal(
 def balance(
     lines: list[tuple[LineStatus, datetime | None]], now: datetime, expires_on: date | None
 ) -> Balance:
-    """R14: sessions total / booked (upcoming) / used (past or forfeited) / remaining (open)."""
+    """R14 at ``now`` (the caller's: a message's occurred_at or a request's clock, I10):
+    remaining = open; used = attended, forfeited, or linked to an appointment that has started;
+    booked = linked to an upcoming appointment, or a booking requested from the line."""
     booked = used = remaining = 0
     for status, starts_at in lines:
         if status == LineStatus.OPEN:
             remaining += 1
-        elif status == LineStatus.FORFEITED or (starts_at is not None and starts_at <= now):
+        elif status in (LineStatus.USED, LineStatus.FORFEITED) or (
+            status == LineStatus.LINKED and starts_at is not None and starts_at <= now
+        ):
             used += 1
         else:
             booked += 1

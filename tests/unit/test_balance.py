@@ -1,0 +1,46 @@
+"""R14's balance, one test per definition: used, booked and remaining at a given ``now`` (I10)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from packline_contracts.invoices import LineStatus
+from packline_invoicing.rules import balance
+
+NOW = datetime(2027, 3, 1, 10, 0, tzinfo=UTC)
+PAST, UPCOMING = NOW - timedelta(hours=1), NOW + timedelta(days=2)
+
+
+def test_used_is_attended_forfeited_or_linked_to_an_appointment_already_past() -> None:
+    lines = [
+        (LineStatus.USED, UPCOMING),  # arrived early: attended all the same
+        (LineStatus.FORFEITED, UPCOMING),
+        (LineStatus.LINKED, PAST),
+        (LineStatus.LINKED, NOW),  # started just now
+        (LineStatus.OPEN, None),
+    ]
+    counted = balance(lines, NOW, None)
+    assert (counted.used, counted.booked, counted.remaining, counted.total) == (4, 0, 1, 5)
+
+
+def test_booked_is_linked_to_an_upcoming_appointment_or_a_booking_requested() -> None:
+    lines = [
+        (LineStatus.LINKED, UPCOMING),
+        (LineStatus.BOOKING_REQUESTED, UPCOMING),
+        (LineStatus.BOOKING_REQUESTED, PAST),  # the calendar has not answered: still held
+        (LineStatus.OPEN, None),
+    ]
+    counted = balance(lines, NOW, None)
+    assert (counted.booked, counted.used, counted.remaining) == (3, 0, 1)
+    # The same lines a week later: the linked appointment has passed, the requests still wait.
+    later = balance(lines, NOW + timedelta(days=7), None)
+    assert (later.booked, later.used, later.remaining) == (2, 1, 1)
+
+
+def test_remaining_is_the_open_lines_and_everything_adds_up_to_the_total() -> None:
+    lines: list[tuple[LineStatus, datetime | None]] = [(LineStatus.OPEN, None)] * 3
+    lines += [(LineStatus.USED, PAST), (LineStatus.LINKED, UPCOMING)]
+    counted = balance(lines, NOW, date(2027, 5, 30))
+    assert counted.remaining == 3
+    assert counted.booked + counted.used + counted.remaining == counted.total == 5
+    assert counted.expires_on == date(2027, 5, 30)
