@@ -40,7 +40,7 @@ class Line:
     invoice_issued_at: datetime
     redeemable: bool
     unpaid: bool  # not redeemable only because the package must be paid first
-    status: str  # open, requested (a link or a booking is under way), linked, forfeited
+    status: str  # open, requested (a link or a booking is under way), linked, used, forfeited
     appointment_id: UUID | None = None
     policy: LateCancelPolicy | None = None
 
@@ -109,7 +109,7 @@ def decide(
             line
             for line in lines
             if line.appointment_id == appointment.appointment_id
-            and line.status in ("linked", "requested")
+            and line.status in ("linked", "requested", "used")
         ),
         None,
     )
@@ -125,6 +125,8 @@ def decide(
     if current is not None:
         if current.status == "requested":
             return Decision()  # an answer is on its way
+        if current.status == "used":
+            return Decision()  # attended: the session stays used whatever changes (R14)
         if current.fee_id in appointment.fee_ids and problem(appointment, current, names) is None:
             return Decision(keep=current)
         unlink = Unlink(current, UnlinkReason.NO_LONGER_FITS)
@@ -191,7 +193,7 @@ def problem(
     appointment: Appointment, line: Line, names: Mapping[str, str]
 ) -> tuple[NoMatchCode, str] | None:
     """Why ``line`` cannot take ``appointment``, in the clinic's words (R6, R7)."""
-    if line.status == "forfeited" or (
+    if line.status in ("forfeited", "used") or (
         line.status != "open" and line.appointment_id != appointment.appointment_id
     ):
         return NoMatchCode.ALL_SESSIONS_BOOKED, "this session is booked"

@@ -38,7 +38,7 @@ def register_http(service: Service) -> None:
         rows = await service.pool.fetch(
             "SELECT appointment_id, invoice_id, line_id,"
             " CASE status WHEN 'requested' THEN 'pending' ELSE status END AS state"
-            " FROM lines WHERE status IN ('linked', 'forfeited', 'requested')"
+            " FROM lines WHERE status IN ('linked', 'used', 'forfeited', 'requested')"
             " AND appointment_id IS NOT NULL"
         )
         return [dict(row) for row in rows]

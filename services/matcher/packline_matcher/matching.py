@@ -25,6 +25,7 @@ from packline_contracts.invoices import (
     LineForfeited,
     LineLinked,
     LineUnlinked,
+    LineUsed,
     LinkAppointment,
     LinkRefused,
     PackageInvoiceIssued,
@@ -61,6 +62,7 @@ def register_matching(consumer: MessageConsumer) -> None:
     consumer.handles(LineLinked)(line_linked)
     consumer.handles(LineUnlinked)(line_unlinked)
     consumer.handles(LineForfeited)(line_forfeited)
+    consumer.handles(LineUsed)(line_used)
     consumer.handles(LinkRefused)(link_refused)
     consumer.handles(LineBookingRequested)(line_booking_requested)
     consumer.handles(LineBookingRefused)(line_booking_refused)
@@ -271,13 +273,9 @@ async def invoice_issued(tx: Transaction, envelope: Envelope[PackageInvoiceIssue
                 line.locations.ids,
                 line.valid_from,
                 line.valid_until,
-                "open"
-                if line.status.value == "open"
-                else "linked"
-                if line.status.value == "linked"
-                else "requested"
-                if line.status.value == "booking_requested"
-                else "forfeited",
+                # The read model's words: a booking requested is "requested"; open, linked,
+                # used and forfeited are the same.
+                "requested" if line.status.value == "booking_requested" else line.status.value,
                 line.appointment_id,
             )
             for line in invoice.lines
@@ -344,6 +342,13 @@ async def line_unlinked(tx: Transaction, envelope: Envelope[LineUnlinked]) -> No
 async def line_forfeited(tx: Transaction, envelope: Envelope[LineForfeited]) -> None:
     event = envelope.payload
     await readmodel.set_line(tx.conn, event.line.line_id, "forfeited", event.appointment_id)
+
+
+async def line_used(tx: Transaction, envelope: Envelope[LineUsed]) -> None:
+    # Final, whatever the read model thought (even a release it asked for: invoicing refuses to
+    # release a used line). Nothing follows a used line, so a late LineUsed is never stale.
+    event = envelope.payload
+    await readmodel.set_line(tx.conn, event.line.line_id, "used", event.appointment_id)
 
 
 async def link_refused(tx: Transaction, envelope: Envelope[LinkRefused]) -> None:
