@@ -50,7 +50,7 @@ def register_http(service: Service) -> None:
         """Every package note that says an appointment redeems a line (for reconcile)."""
         rows = await service.pool.fetch(
             "SELECT appointment_id, invoice_id, line_id, state FROM package_notes"
-            " WHERE state IN ('linked', 'forfeited')"
+            " WHERE state IN ('linked', 'used', 'forfeited')"
         )
         return [dict(row) for row in rows]
 
@@ -151,16 +151,18 @@ def register_http(service: Service) -> None:
 
 
 def package_note(note: Any) -> dict[str, Any] | None:
-    """The panel's package note: only while the appointment redeems (or forfeited) a line."""
+    """The panel's package note: only while the appointment redeems a line, used it (the
+    patient attended) or forfeited it."""
     if note is None or note["state"] == "unlinked":
         return None
     balance = json.loads(note["balance"])
-    text = (
-        f"{note['package_name']}: session {note['session_number']} of {balance['total']},"
-        f" {balance['remaining']} left"
-        if note["state"] == "linked"
-        else f"{note['package_name']}: session forfeited ({note['detail']})"
-    )
+    session = f"{note['package_name']}: session {note['session_number']} of {balance['total']}"
+    if note["state"] == "linked":
+        text = f"{session}, {balance['remaining']} left"
+    elif note["state"] == "used":
+        text = f"{session} used, {balance['remaining']} left"
+    else:
+        text = f"{note['package_name']}: session forfeited ({note['detail']})"
     return {
         "state": note["state"],
         "invoice_id": note["invoice_id"],

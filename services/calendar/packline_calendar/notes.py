@@ -7,17 +7,23 @@ from __future__ import annotations
 import json
 
 from packline_contracts.envelope import Envelope
-from packline_contracts.invoices import LineEvent, LineForfeited, LineLinked, LineUnlinked
+from packline_contracts.invoices import (
+    LineEvent,
+    LineForfeited,
+    LineLinked,
+    LineUnlinked,
+    LineUsed,
+)
 from packline_core.consumer import MessageConsumer
 from packline_core.outbox import Transaction
 
 
 def register_package_notes(consumer: MessageConsumer) -> None:
-    consumer.handles(LineLinked, LineUnlinked, LineForfeited)(note_link_change)
+    consumer.handles(LineLinked, LineUnlinked, LineForfeited, LineUsed)(note_link_change)
 
 
 async def note_link_change(
-    tx: Transaction, envelope: Envelope[LineLinked | LineUnlinked | LineForfeited]
+    tx: Transaction, envelope: Envelope[LineLinked | LineUnlinked | LineForfeited | LineUsed]
 ) -> None:
     event = envelope.payload
     state, session, detail = describe(event)
@@ -45,6 +51,8 @@ async def note_link_change(
 def describe(event: LineEvent) -> tuple[str, int | None, str | None]:
     if isinstance(event, LineLinked):
         return "linked", event.session_number, event.rule
+    if isinstance(event, LineUsed):
+        return "used", event.session_number, None
     if isinstance(event, LineForfeited):
         return "forfeited", None, event.reason
     assert isinstance(event, LineUnlinked)

@@ -122,7 +122,7 @@ function openLine(invoice, line) {
   state.line = line;
   const dialog = $("line-dialog");
   $("line-summary").textContent = `${invoice.package_name}, line ${line.line_number} (${line.fee_id}), valid ${line.valid_from} to ${line.valid_until}`;
-  const held = ["linked", "booking_requested", "forfeited"].includes(line.status);
+  const held = ["linked", "booking_requested", "used", "forfeited"].includes(line.status);
   const starts = line.appointment_starts_at;
   $("line-date").value = starts ? starts.slice(0, 10) : new Date().toISOString().slice(0, 10);
   $("line-time").value = starts ? time(starts) : "10:00";
