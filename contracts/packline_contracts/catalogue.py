@@ -19,6 +19,7 @@ from packline_contracts.topics import (
     INVOICING_COMMANDS,
 )
 from packline_contracts.types import (
+    DEFAULT_TIME_ZONE,
     MAX_PACKAGE_SESSIONS,
     Cents,
     Currency,
@@ -31,6 +32,7 @@ from packline_contracts.types import (
     PackageItem,
     PractitionerId,
     Restriction,
+    TimeZone,
     Validity,
 )
 
@@ -146,6 +148,11 @@ class PractitionerDefined(Practitioner):
 class Location(Message):
     location_id: LocationId
     name: Name
+    time_zone: TimeZone = Field(
+        default=DEFAULT_TIME_ZONE,
+        description="The location's IANA time zone (R15): its appointments' days, validity and "
+        f"expiry are judged in it. A location defined without one is in {DEFAULT_TIME_ZONE}.",
+    )
 
     def kafka_key(self) -> str:
         return self.location_id

@@ -19,6 +19,7 @@ from pydantic import Field
 from packline_contracts.envelope import Kind, PatientMessage
 from packline_contracts.topics import INVOICING_COMMANDS, INVOICING_EVENTS
 from packline_contracts.types import (
+    DEFAULT_TIME_ZONE,
     Actor,
     Appointment,
     Balance,
@@ -27,12 +28,14 @@ from packline_contracts.types import (
     FeeId,
     Instant,
     LateCancelPolicy,
+    LocationId,
     Name,
     OneLine,
     PackageId,
     PatientId,
     Reason,
     Restriction,
+    TimeZone,
     Value,
     Version,
 )
@@ -66,6 +69,12 @@ class IssuePackageInvoice(InvoiceCommand):
     issued_at: Instant
     practitioners: Restriction | None = None
     locations: Restriction | None = None
+    location_id: LocationId | None = Field(
+        default=None,
+        description='Where it was sold (R15): the day of purchase and "N days from purchase" '
+        "are that location's local days, ending at its local midnight. Without it: the only "
+        "location the invoice allows, if just one; else UTC days.",
+    )
 
 
 class RecordPayment(InvoiceCommand):
@@ -157,6 +166,10 @@ class InvoiceLine(Value):
     status: LineStatus
     appointment_id: UUID | None = None
     appointment_starts_at: Instant | None = None
+    appointment_time_zone: TimeZone | None = Field(
+        default=None,
+        description="The time zone of the appointment's location: show its date and time there.",
+    )
     version: Version = Field(description="Increases with every change of this line.")
 
 
@@ -174,6 +187,11 @@ class PackageInvoice(Value):
     pay_before_use: bool
     redeemable: bool = Field(description="Issued or paid, not void or refunded, paid if required.")
     late_cancel_policy: LateCancelPolicy | None = None
+    time_zone: TimeZone = Field(
+        default=DEFAULT_TIME_ZONE,
+        description="The zone of the selling location, in which its validity days were counted "
+        "(R15); each appointment's own day is judged in its location's zone.",
+    )
     lines: list[InvoiceLine]
     balance: Balance
 

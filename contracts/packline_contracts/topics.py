@@ -154,6 +154,7 @@ CONSUMERS: tuple[Consumer, ...] = (
     Consumer("calendar", "patients", (PATIENT_DIRECTORY,)),
     Consumer("invoicing", "commands", (INVOICING_COMMANDS,)),
     Consumer("invoicing", "booking-results", (CALENDAR_EVENTS,)),
+    Consumer("invoicing", "directory", (CALENDAR_DIRECTORY,)),
     Consumer("matcher", "events", (CALENDAR_EVENTS, INVOICING_EVENTS)),
     Consumer("matcher", "directory", (CALENDAR_DIRECTORY, INVOICING_CATALOGUE)),
     Consumer("calendar", "probes", (OPS_PROBES,)),

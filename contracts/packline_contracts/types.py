@@ -9,8 +9,10 @@ sessions than one event can carry."""
 from __future__ import annotations
 
 import re
+import zoneinfo
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from functools import cache
 from typing import Annotated, Self
 from uuid import UUID
 
@@ -85,6 +87,19 @@ def _within_window(value: datetime) -> datetime:
     return value
 
 
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _known_zone(value: str) -> str:
+    if value not in _zones():
+        raise ValueError(
+            f"{value!r} is not an IANA time zone (e.g. Australia/Sydney, Europe/London)"
+        )
+    return value
+
+
 def _day_within_window(value: date) -> date:
     if not FIRST_YEAR <= value.year <= LAST_YEAR:
         raise ValueError(f"must lie in the years {FIRST_YEAR}-{LAST_YEAR}, not {value.year}")
@@ -142,6 +157,21 @@ Day = Annotated[
         json_schema_extra={"pattern": _YEAR_PATTERN},
         description=f"A date in the years {FIRST_YEAR}-{LAST_YEAR}.",
     ),
+]
+
+# R15: where a clinic's dates are judged. Locations defined without a zone (as every location was
+# before zones existed) are in DEFAULT_TIME_ZONE; define the location again with its zone.
+DEFAULT_TIME_ZONE = "UTC"
+TimeZone = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_+/-]+$",
+        description="An IANA time zone name, e.g. Australia/Sydney.",
+        examples=["Australia/Sydney"],
+    ),
+    AfterValidator(_known_zone),
 ]
 
 
@@ -235,6 +265,11 @@ class Appointment(Value):
     source: BookingSource
     invoice_line: InvoiceLineRef | None = Field(
         default=None, description="The line it was booked from (source = invoice)."
+    )
+    time_zone: TimeZone = Field(
+        default=DEFAULT_TIME_ZONE,
+        description="Its location's IANA time zone: every date rule about the appointment "
+        "(validity, expiry, the day it is on) is judged in this zone's local time (R15).",
     )
 
 
