@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+from packline_contracts import clinic_time
 from packline_contracts.types import Appointment, AppointmentStatus, BookingSource, InvoiceLineRef
 from packline_core.db import Connection
 
@@ -15,7 +16,7 @@ from packline_calendar.rules import HOLDS_TIME
 
 COLUMNS = (
     "appointment_id, patient_id, practitioner_id, location_id, starts_at, duration_minutes,"
-    " fee_ids, status, source, invoice_id, line_id, version"
+    " fee_ids, status, source, invoice_id, line_id, version, time_zone"
 )
 
 
@@ -37,6 +38,7 @@ def to_appointment(row: asyncpg.Record) -> Appointment:
         status=AppointmentStatus(row["status"]),
         source=BookingSource(row["source"]),
         invoice_line=line,
+        time_zone=row["time_zone"],
     )
 
 
@@ -55,7 +57,7 @@ async def update(conn: Connection, appointment: Appointment) -> None:
     await conn.execute(
         "UPDATE appointments SET practitioner_id = $2, location_id = $3, starts_at = $4,"
         " ends_at = $5, duration_minutes = $6, fee_ids = $7, status = $8, version = $9,"
-        " updated_at = now() WHERE appointment_id = $1",
+        " time_zone = $10, updated_at = now() WHERE appointment_id = $1",
         appointment.appointment_id,
         appointment.practitioner_id,
         appointment.location_id,
@@ -65,6 +67,7 @@ async def update(conn: Connection, appointment: Appointment) -> None:
         appointment.fee_ids,
         appointment.status.value,
         appointment.version,
+        appointment.time_zone,
     )
 
 
@@ -100,7 +103,7 @@ class BookingContext:
     existing_patient_id: str | None
     existing_starts_at: datetime | None
     practitioner_known: bool
-    location_known: bool
+    location_zone: str | None  # None: an unknown location
     fee_durations: dict[str, int]
 
 
@@ -110,7 +113,7 @@ async def booking_context(
     row = await conn.fetchrow(
         "SELECT a.patient_id, a.starts_at,"
         " EXISTS (SELECT 1 FROM practitioners WHERE practitioner_id = $2) AS practitioner_known,"
-        " EXISTS (SELECT 1 FROM locations WHERE location_id = $3) AS location_known,"
+        " (SELECT time_zone FROM locations WHERE location_id = $3) AS location_zone,"
         " (SELECT coalesce(array_agg(fee_id), '{}') FROM fees WHERE fee_id = ANY($4::text[]))"
         "   AS fee_ids,"
         " (SELECT coalesce(array_agg(duration_minutes), '{}') FROM fees"
@@ -126,7 +129,7 @@ async def booking_context(
         row["patient_id"],
         row["starts_at"],
         row["practitioner_known"],
-        row["location_known"],
+        row["location_zone"],
         dict(zip(row["fee_ids"], row["durations"], strict=True)),
     )
 
@@ -138,7 +141,8 @@ async def insert_unless_taken(conn: Connection, appointment: Appointment, booked
     inserted = await conn.fetchval(
         "INSERT INTO appointments (appointment_id, patient_id, practitioner_id, location_id,"
         " starts_at, ends_at, duration_minutes, fee_ids, status, source, invoice_id, line_id,"
-        " version, booked_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        " version, booked_by, time_zone)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         " ON CONFLICT DO NOTHING RETURNING true",
         appointment.appointment_id,
         appointment.patient_id,
@@ -154,6 +158,7 @@ async def insert_unless_taken(conn: Connection, appointment: Appointment, booked
         line.line_id if line else None,
         appointment.version,
         booked_by,
+        appointment.time_zone,
     )
     return bool(inserted)
 
@@ -170,5 +175,20 @@ async def known(conn: Connection, table: str, column: str, value: str) -> bool:
     return bool(await conn.fetchval(f"SELECT 1 FROM {table} WHERE {column} = $1", value))
 
 
+async def location_zone(conn: Connection, location_id: str) -> str | None:
+    """The location's time zone; None when the calendar does not know the location."""
+    zone: str | None = await conn.fetchval(
+        "SELECT time_zone FROM locations WHERE location_id = $1", location_id
+    )
+    return zone
+
+
 def as_json(appointment: Appointment) -> dict[str, Any]:
-    return appointment.model_dump(mode="json")
+    """The appointment, with its start and end as the location's clocks show them (R15)."""
+    # Python's aware arithmetic adds wall-clock time: convert the end, never add to the start.
+    zone = appointment.time_zone
+    return {
+        **appointment.model_dump(mode="json"),
+        "local_starts_at": clinic_time.local(appointment.starts_at, zone).isoformat(),
+        "local_ends_at": clinic_time.local(ends(appointment), zone).isoformat(),
+    }

@@ -81,12 +81,17 @@ async def define_practitioner(tx: Transaction, envelope: Envelope[DefinePractiti
 async def define_location(tx: Transaction, envelope: Envelope[DefineLocation]) -> None:
     command = envelope.payload
     await tx.conn.execute(
-        "INSERT INTO locations (location_id, name) VALUES ($1, $2)"
-        " ON CONFLICT (location_id) DO UPDATE SET name = $2, updated_at = now()",
+        "INSERT INTO locations (location_id, name, time_zone) VALUES ($1, $2, $3)"
+        " ON CONFLICT (location_id) DO UPDATE SET name = $2, time_zone = $3, updated_at = now()",
         command.location_id,
         command.name,
+        command.time_zone,
     )
-    tx.publish(LocationDefined(location_id=command.location_id, name=command.name))
+    tx.publish(
+        LocationDefined(
+            location_id=command.location_id, name=command.name, time_zone=command.time_zone
+        )
+    )
 
 
 # --- booking ----------------------------------------------------------------------------------
@@ -112,10 +117,11 @@ async def book(tx: Transaction, envelope: Envelope[BookAppointment]) -> None:
             refuse_booking(tx, command, Refusal(RefusalCode.INVALID, "appointment id in use"))
         return
     refusal = directory_refusal(command, context)
-    if refusal:
-        return refuse_booking(tx, command, refusal)
+    if refusal or context.location_zone is None:
+        return refuse_booking(tx, command, refusal or unknown_location(command.location_id))
     fees = context.fee_durations
     refusal = check_booking(
+        time_zone=context.location_zone,
         starts_at=command.starts_at,
         requested_at=request_time(envelope.occurred_at, clock()),
         fee_ids=command.fee_ids,
@@ -137,6 +143,7 @@ async def book(tx: Transaction, envelope: Envelope[BookAppointment]) -> None:
         status=AppointmentStatus.BOOKED,
         source=command.source,
         invoice_line=command.invoice_line,
+        time_zone=context.location_zone,
     )
     if not await appointments.insert_unless_taken(tx.conn, appointment, command.booked_by):
         refusal, clashing = await describe_clash(tx, appointment)
@@ -150,9 +157,13 @@ def directory_refusal(
     if not context.practitioner_known:
         practitioner = command.practitioner_id
         return Refusal(RefusalCode.UNKNOWN_PRACTITIONER, f"unknown practitioner {practitioner}")
-    if not context.location_known:
-        return Refusal(RefusalCode.UNKNOWN_LOCATION, f"unknown location {command.location_id}")
+    if context.location_zone is None:
+        return unknown_location(command.location_id)
     return None
+
+
+def unknown_location(location_id: str) -> Refusal:
+    return Refusal(RefusalCode.UNKNOWN_LOCATION, f"unknown location {location_id}")
 
 
 def refuse_booking(
@@ -213,7 +224,9 @@ async def describe_clash(tx: Transaction, appointment: Appointment) -> tuple[Ref
     name = await tx.conn.fetchval(
         "SELECT name FROM practitioners WHERE practitioner_id = $1", appointment.practitioner_id
     )
-    reason = clash_reason(name or appointment.practitioner_id, starts_at, ends_at)
+    reason = clash_reason(
+        name or appointment.practitioner_id, starts_at, ends_at, appointment.time_zone
+    )
     return Refusal(RefusalCode.SLOT_TAKEN, reason), other["appointment_id"] if other else None
 
 
@@ -304,6 +317,11 @@ async def change(tx: Transaction, envelope: Envelope[ChangeAppointment]) -> None
         command.practitioner_id if "practitioner_id" in changed else None,
         command.location_id if "location_id" in changed else None,
     )
+    moved_to: dict[str, Any] = {}
+    if refusal is None and command.location_id and "location_id" in changed:
+        # Its days are judged where it now is (R15).
+        zone = await appointments.location_zone(tx.conn, command.location_id)
+        moved_to = {"time_zone": zone}
     if refusal is None and "fee_ids" in changed:
         fees = await appointments.fee_durations(tx.conn, command.fee_ids or [])
         unknown = [fee for fee in command.fee_ids or [] if fee not in fees]
@@ -311,7 +329,7 @@ async def change(tx: Transaction, envelope: Envelope[ChangeAppointment]) -> None
             refusal = Refusal(RefusalCode.UNKNOWN_FEE, f"unknown fee(s): {', '.join(unknown)}")
     if refusal:
         return refuse_change(tx, command, refusal)
-    updated = current.model_copy(update={**changed, "version": current.version + 1})
+    updated = current.model_copy(update={**changed, **moved_to, "version": current.version + 1})
     clash = await write_unless_clash(tx, updated, lambda: appointments.update(tx.conn, updated))
     if clash:
         return refuse_change(tx, command, clash[0], clash[1])

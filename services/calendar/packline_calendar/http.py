@@ -4,12 +4,13 @@ and Check Availability (R3)."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import HTTPException, Query
-from packline_contracts.types import Instant, LocationId, Minutes, PatientId, PractitionerId
+from packline_contracts import clinic_time
+from packline_contracts.types import Day, Instant, LocationId, Minutes, PatientId, PractitionerId
 from packline_core.http_errors import invalid
 from packline_core.service import Service
 
@@ -62,14 +63,34 @@ def register_http(service: Service) -> None:
 
     @http.get("/appointments", tags=["appointments"])
     async def calendar_view(
-        starts_from: Annotated[Instant, Query(alias="from")],
-        until: Annotated[Instant, Query(alias="to")],
+        starts_from: Annotated[Instant | None, Query(alias="from")] = None,
+        until: Annotated[Instant | None, Query(alias="to")] = None,
+        day: Annotated[
+            Day | None,
+            Query(
+                alias="date",
+                description="A local day at the location (with location_id): its day view, "
+                "or with days=7 its week, from local midnight to local midnight (R15).",
+            ),
+        ] = None,
+        days: Annotated[int, Query(ge=1, le=31)] = 1,
         practitioner_id: PractitionerId | None = None,
         location_id: LocationId | None = None,
     ) -> list[dict[str, Any]]:
-        """The calendar's day or week: appointments starting in [from, to), of one practitioner
-        and / or location, each with its package note."""
-        if until <= starts_from or until - starts_from > timedelta(days=31):
+        """The calendar's day or week, each appointment with its package note and its local
+        start and end: either the location's local ``date`` (and ``days``), or the instants
+        [from, to), of one practitioner and / or location."""
+        if day is not None:
+            if location_id is None:
+                raise invalid(["query", "location_id"], "a local date needs its location")
+            async with service.pool.acquire() as conn:
+                zone = await appointments.location_zone(conn, location_id)
+            if zone is None:
+                raise HTTPException(404, f"unknown location {location_id}")
+            starts_from, until = clinic_time.days_span(day, days, zone)
+        elif starts_from is None or until is None:
+            raise invalid(["query", "date"], "give a local date, or both 'from' and 'to'")
+        elif until <= starts_from or until - starts_from > timedelta(days=31):
             raise invalid(["query", "to"], "must be after 'from', and at most 31 days later")
         return await with_notes(
             "starts_at >= $1 AND starts_at < $2 AND status <> 'deleted'"
@@ -88,7 +109,9 @@ def register_http(service: Service) -> None:
             practitioners = await conn.fetch(
                 "SELECT practitioner_id, name FROM practitioners ORDER BY name"
             )
-            locations = await conn.fetch("SELECT location_id, name FROM locations ORDER BY name")
+            locations = await conn.fetch(
+                "SELECT location_id, name, time_zone FROM locations ORDER BY name"
+            )
         return {
             "practitioners": [dict(row) for row in practitioners],
             "locations": [dict(row) for row in locations],
@@ -117,37 +140,73 @@ def register_http(service: Service) -> None:
     @http.get("/availability", tags=["appointments"])
     async def check_availability(
         practitioner_id: PractitionerId,
-        starts_at: Instant,
         duration_minutes: Minutes,
+        starts_at: Instant | None = None,
+        location_id: Annotated[
+            LocationId | None,
+            Query(description="Words the answer in this location's local time (R15)."),
+        ] = None,
+        day: Annotated[Day | None, Query(alias="date", description="Local date.")] = None,
+        wall: Annotated[
+            time | None, Query(alias="time", description="Local time on that date.")
+        ] = None,
         ignoring: UUID | None = None,
     ) -> dict[str, Any]:
         """Check Availability: is the practitioner free for that time? Answers the clashing
-        appointment when not. (Saving can still lose a race; the booking's answer is final.)"""
-        ends_at = starts_at + timedelta(minutes=duration_minutes)
+        appointment when not. The time is ``starts_at``, or the location's local ``date`` and
+        ``time`` (with ``location_id``). (Saving can still lose a race; the booking's answer is
+        final.)"""
         async with service.pool.acquire() as conn:
             if not await appointments.known(
                 conn, "practitioners", "practitioner_id", practitioner_id
             ):
                 raise HTTPException(404, f"unknown practitioner {practitioner_id}")
+            zone = None
+            if location_id is not None:
+                zone = await appointments.location_zone(conn, location_id)
+                if zone is None:
+                    raise HTTPException(404, f"unknown location {location_id}")
+            starts_at = local_or_instant(starts_at, day, wall, zone)
+            ends_at = starts_at + timedelta(minutes=duration_minutes)
             clash = await appointments.clashing(conn, practitioner_id, starts_at, ends_at, ignoring)
-        if clash is None:
-            return {
-                "available": True,
-                "practitioner_id": practitioner_id,
-                "starts_at": starts_at,
-                "ends_at": ends_at,
-            }
-        return {
-            "available": False,
+        answer: dict[str, Any] = {
+            "available": clash is None,
             "practitioner_id": practitioner_id,
             "starts_at": starts_at,
             "ends_at": ends_at,
-            "clash": {
+        }
+        if zone is not None:
+            answer["local_starts_at"] = clinic_time.local(starts_at, zone).isoformat()
+            answer["local_ends_at"] = clinic_time.local(ends_at, zone).isoformat()
+        if clash is not None:
+            answer["clash"] = {
                 "appointment_id": clash["appointment_id"],
                 "starts_at": clash["starts_at"],
                 "ends_at": clash["ends_at"],
-            },
-        }
+            }
+            if zone is not None:
+                answer["clash"]["local_starts_at"] = clinic_time.local(
+                    clash["starts_at"], zone
+                ).isoformat()
+        return answer
+
+
+def local_or_instant(
+    starts_at: datetime | None, day: date | None, wall: time | None, zone: str | None
+) -> datetime:
+    """The instant asked about: given as such, or as a local date and time at the location."""
+    if starts_at is not None:
+        if day is not None or wall is not None:
+            raise invalid(["query", "starts_at"], "give 'starts_at' or 'date' and 'time', not both")
+        return starts_at
+    if day is None or wall is None:
+        raise invalid(["query", "starts_at"], "give 'starts_at', or a local 'date' and 'time'")
+    if zone is None:
+        raise invalid(["query", "location_id"], "a local date and time need their location")
+    try:
+        return clinic_time.at(day, wall, zone)
+    except clinic_time.NoSuchLocalTime as error:
+        raise invalid(["query", "time"], str(error)) from None
 
 
 def package_note(note: Any) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from packline_contracts import clinic_time, wording
 from packline_contracts.appointments import RefusalCode
 from packline_contracts.types import AppointmentStatus, BookingSource, InvoiceLineRef
 
@@ -28,6 +29,7 @@ class Refusal:
 
 def check_booking(
     *,
+    time_zone: str,
     starts_at: datetime,
     requested_at: datetime,
     fee_ids: list[str],
@@ -38,7 +40,8 @@ def check_booking(
     """Why a booking cannot be made, or None. ``requested_at`` is when the command was sent,
     so replaying it later decides the same way."""
     if starts_at <= requested_at:
-        return Refusal(RefusalCode.IN_THE_PAST, f"{starts_at:%a %d %b %Y %H:%M} is in the past")
+        when = wording.moment(clinic_time.local(starts_at, time_zone))
+        return Refusal(RefusalCode.IN_THE_PAST, f"{when} is in the past")
     unknown = [fee for fee in fee_ids if fee not in known_fees]
     if unknown:
         return Refusal(RefusalCode.UNKNOWN_FEE, f"unknown fee(s): {', '.join(unknown)}")
@@ -62,10 +65,12 @@ def check_changeable(status: AppointmentStatus, action: str) -> Refusal | None:
     return None
 
 
-def clash_reason(practitioner: str, starts_at: datetime, ends_at: datetime) -> str:
+def clash_reason(practitioner: str, starts_at: datetime, ends_at: datetime, time_zone: str) -> str:
+    """Worded in the location's local time (R15)."""
+    starts, ends = clinic_time.local(starts_at, time_zone), clinic_time.local(ends_at, time_zone)
     return (
-        f"{practitioner} is already booked from {starts_at:%H:%M} to {ends_at:%H:%M}"
-        f" on {starts_at:%a %d %b %Y}"
+        f"{practitioner} is already booked from {wording.hour(starts)} to {wording.hour(ends)}"
+        f" {starts.tzname()} on {starts:%a} {wording.day(starts.date())}"
     )
 
 

@@ -10,15 +10,16 @@ either way the line is open again with the reason on it, announced like a refusa
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, overload
 from uuid import UUID
 
 import httpx
 import structlog
 from fastapi import HTTPException, Query
-from packline_contracts import wording
+from packline_contracts import clinic_time, wording
 from packline_contracts.appointments import AppointmentBooked, BookAppointment, BookingRefused
 from packline_contracts.envelope import Envelope
 from packline_contracts.ids import derived_id
@@ -30,6 +31,7 @@ from packline_contracts.invoices import (
 from packline_contracts.types import (
     Actor,
     BookingSource,
+    Day,
     Instant,
     InvoiceLineRef,
     LocationId,
@@ -43,7 +45,7 @@ from packline_core.outbox import Transaction
 from packline_core.service import Service
 from pydantic import BaseModel, Field, SecretStr
 
-from packline_invoicing import commands, invoices, rules
+from packline_invoicing import commands, directory, invoices, rules
 
 log = structlog.get_logger(__name__)
 
@@ -55,9 +57,14 @@ def utc_now() -> datetime:
 
 
 class LineBooking(BaseModel):
-    """The Edit Invoice Line pop-up with "Add appointment: Yes"."""
+    """The Edit Invoice Line pop-up with "Add appointment: Yes": the date and time as the
+    location's clocks show them (``date`` and ``time``), or the instant (``starts_at``)."""
 
-    starts_at: Instant = Field(description="Date and time of the appointment.")
+    starts_at: Instant | None = Field(
+        default=None, description="Date and time of the appointment, with its UTC offset."
+    )
+    date: Day | None = Field(default=None, description="The local date at the location (R15).")
+    time: dt.time | None = Field(default=None, description="The local time on that date.")
     duration_minutes: Minutes | None = None
     practitioner_id: PractitionerId | None = Field(
         default=None, description="Needed when the line allows several."
@@ -68,13 +75,52 @@ class LineBooking(BaseModel):
     booked_by: Actor
 
 
-def only(allowed: list[str] | None, chosen: str | None, what: str) -> str:
+def when(booking: LineBooking, zone: str | None, location: str, where: str = "body") -> datetime:
+    """The instant the line's appointment starts: as given, or the location's local date and
+    time (a time the clocks skip on a daylight-saving day is refused, naming it)."""
+    if booking.starts_at is not None:
+        if booking.date is not None or booking.time is not None:
+            raise invalid([where, "starts_at"], "give 'starts_at' or 'date' and 'time', not both")
+        return booking.starts_at
+    if booking.date is None or booking.time is None:
+        raise invalid([where, "starts_at"], "give 'starts_at', or the local 'date' and 'time'")
+    if zone is None:
+        raise invalid(
+            [where, "location_id"],
+            f"location {location} is not known here yet: give 'starts_at' with its UTC offset",
+        )
+    try:
+        return clinic_time.at(booking.date, booking.time, zone)
+    except clinic_time.NoSuchLocalTime as error:
+        raise invalid([where, "time"], str(error)) from None
+
+
+def outside_validity(field: str, valid_from: date, valid_until: date) -> HTTPException:
+    return invalid(
+        ["body", field],
+        f"outside validity: {wording.day(valid_from)} to {wording.day(valid_until)}",
+    )
+
+
+@overload
+def only(allowed: list[str] | None, chosen: str | None, what: str) -> str: ...
+@overload
+def only(
+    allowed: list[str] | None, chosen: str | None, what: str, *, required: bool
+) -> str | None: ...
+def only(
+    allowed: list[str] | None, chosen: str | None, what: str, *, required: bool = True
+) -> str | None:
+    """The practitioner or location for this line: the one chosen (if the line allows it), or
+    the only one the line allows; otherwise a refusal asking to choose (or None if optional)."""
     if chosen is not None:
         if allowed is not None and chosen not in allowed:
             raise invalid([f"{what}_id"], f"this line is only for {what} {', '.join(allowed)}")
         return chosen
     if allowed is not None and len(allowed) == 1:
         return allowed[0]
+    if not required:
+        return None
     raise invalid(
         [f"{what}_id"],
         f"choose a {what}: the line allows {'any' if allowed is None else ', '.join(allowed)}",
@@ -104,24 +150,33 @@ def register_booking(
     async def check_availability(
         invoice_id: UUID,
         line_id: UUID,
-        starts_at: Instant,
+        starts_at: Instant | None = None,
+        day: Annotated[Day | None, Query(alias="date", description="Local date (R15).")] = None,
+        wall: Annotated[dt.time | None, Query(alias="time", description="Local time.")] = None,
         duration_minutes: Minutes | None = None,
         practitioner_id: PractitionerId | None = None,
+        location_id: LocationId | None = None,
     ) -> dict[str, Any]:
-        """Check Availability for this line's practitioner (answered by the calendar)."""
+        """Check Availability for this line's practitioner (answered by the calendar): at
+        ``starts_at``, or at the local ``date`` and ``time`` of the line's location, and
+        answered in that location's local time too."""
         async with service.pool.acquire() as conn:
             line = await open_line(conn, invoice_id, line_id)
             duration = duration_minutes or await fee_duration(conn, line["fee_id"])
+            location = only(line["location_ids"], location_id, "location", required=False)
+            zone = await directory.zone_of(conn, location) if location else None
         practitioner = only(line["practitioner_ids"], practitioner_id, "practitioner")
+        asked = LineBooking(starts_at=starts_at, date=day, time=wall, booked_by="availability")
+        instant = when(asked, zone, location or "(none given)", "query")
+        params: dict[str, Any] = {
+            "practitioner_id": practitioner,
+            "starts_at": instant.isoformat(),
+            "duration_minutes": duration,
+        }
+        if zone is not None:
+            params["location_id"] = location
         async with httpx.AsyncClient(base_url=calendar_url, headers=headers, timeout=5) as client:
-            answer = await client.get(
-                "/availability",
-                params={
-                    "practitioner_id": practitioner,
-                    "starts_at": starts_at.isoformat(),
-                    "duration_minutes": duration,
-                },
-            )
+            answer = await client.get("/availability", params=params)
         if answer.status_code != 200:
             raise HTTPException(
                 502 if answer.status_code >= 500 else answer.status_code, f"calendar: {answer.text}"
@@ -145,25 +200,32 @@ def register_booking(
             assert invoice is not None
             if not invoices.is_redeemable(invoice):
                 raise HTTPException(409, "the invoice is void, refunded or not paid yet")
-            day = booking.starts_at.date()
-            if not line["valid_from"] <= day <= line["valid_until"]:
-                raise invalid(
-                    ["body", "starts_at"],
-                    f"outside validity: {wording.day(line['valid_from'])}"
-                    f" to {wording.day(line['valid_until'])}",
-                )
+            validity = (line["valid_from"], line["valid_until"])
+            if booking.starts_at and not rules.may_be_within(booking.starts_at, *validity):
+                raise outside_validity("starts_at", *validity)
             practitioner = only(line["practitioner_ids"], booking.practitioner_id, "practitioner")
             location = only(line["location_ids"], booking.location_id, "location")
+            # R15: the day as the location's clocks show it. A location invoicing has not heard
+            # of yet (the directory may lag) can still be booked at an instant: the link that
+            # follows judges the day in the zone the calendar's answer carries.
+            zone = await directory.zone_of(tx.conn, location)
+            starts_at = when(booking, zone, location)
+            day = clinic_time.local_day(starts_at, zone) if zone else None
+            if day is not None and not validity[0] <= day <= validity[1]:
+                raise outside_validity(
+                    "date" if booking.starts_at is None else "starts_at", *validity
+                )
             # Named by the line and its version: saving twice books one appointment.
             appointment_id = derived_id("booking", line_id, line["version"])
             await tx.conn.execute(
                 "UPDATE invoice_lines SET status = 'booking_requested', appointment_id = $2,"
                 " appointment_starts_at = $3, booking_requested_at = $4, note = NULL,"
-                " version = version + 1 WHERE line_id = $1",
+                " appointment_time_zone = $5, version = version + 1 WHERE line_id = $1",
                 line_id,
                 appointment_id,
-                booking.starts_at,
+                starts_at,
                 clock(),
+                zone,
             )
             tx.publish(
                 BookAppointment(
@@ -171,7 +233,7 @@ def register_booking(
                     appointment_id=appointment_id,
                     practitioner_id=practitioner,
                     location_id=location,
-                    starts_at=booking.starts_at,
+                    starts_at=starts_at,
                     duration_minutes=booking.duration_minutes,
                     fee_ids=[line["fee_id"]],
                     source=BookingSource.INVOICE,
@@ -186,7 +248,7 @@ def register_booking(
                     line_id,
                     now=clock(),
                     appointment_id=appointment_id,
-                    starts_at=booking.starts_at,
+                    starts_at=starts_at,
                 )
             )
         return {
@@ -318,7 +380,8 @@ async def release_request(
     appointment as not to be linked on its own."""
     await tx.conn.execute(
         "UPDATE invoice_lines SET status = 'open', appointment_id = NULL,"
-        " appointment_starts_at = NULL, booking_requested_at = NULL, note = $2,"
+        " appointment_starts_at = NULL, appointment_time_zone = NULL,"
+        " booking_requested_at = NULL, note = $2,"
         " version = version + 1 WHERE line_id = $1",
         line_id,
         reason,

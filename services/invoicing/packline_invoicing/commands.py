@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from packline_contracts import wording
+from packline_contracts import clinic_time, wording
 from packline_contracts.catalogue import (
     DefineFee,
     DefinePackage,
@@ -41,13 +41,13 @@ from packline_contracts.invoices import (
     VoidPackageInvoice,
 )
 from packline_contracts.topics import INVOICING_COMMANDS
-from packline_contracts.types import MAX_INT32, Appointment, PatientId
+from packline_contracts.types import DEFAULT_TIME_ZONE, MAX_INT32, Appointment, PatientId
 from packline_core.consumer import MessageConsumer
 from packline_core.errors import Rejected
 from packline_core.outbox import Transaction
 from pydantic import TypeAdapter, ValidationError
 
-from packline_invoicing import attendance, invoices, rules
+from packline_invoicing import attendance, directory, invoices, rules
 
 
 def register_commands(consumer: MessageConsumer) -> None:
@@ -147,7 +147,14 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
         return refuse_sale(tx, command, *refused)
     practitioners = command.practitioners or package.practitioners
     locations = command.locations or package.locations
-    issued_on = command.issued_at.date()
+    selling = rules.selling_location(command.location_id, locations)
+    zone = await directory.zone_of(tx.conn, selling) if selling else None
+    if command.location_id and zone is None:
+        why = f"unknown location {command.location_id}: define it in the calendar first"
+        return refuse_sale(tx, command, "location_id", why)
+    zone = zone or DEFAULT_TIME_ZONE
+    # R15: bought at 23:00 in Sydney is that Sydney day, whatever the date in UTC.
+    issued_on = clinic_time.local_day(command.issued_at, zone)
     until = rules.valid_until(package, issued_on)
     if until < issued_on:
         why = f"package {command.package_id} ended on {wording.day(until)}: no longer for sale"
@@ -155,7 +162,8 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
     await tx.conn.execute(
         "INSERT INTO package_invoices (invoice_id, patient_id, package_id, package_name, channel,"
         " issued_at, issued_by, status, price_cents, currency, pay_before_use,"
-        " late_cancel_policy) VALUES ($1, $2, $3, $4, $5, $6, $7, 'issued', $8, $9, $10, $11)",
+        " late_cancel_policy, location_id, time_zone)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, 'issued', $8, $9, $10, $11, $12, $13)",
         command.invoice_id,
         command.patient_id,
         package.package_id,
@@ -167,6 +175,8 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
         package.currency,
         package.pay_before_use,
         package.late_cancel_policy.model_dump_json() if package.late_cancel_policy else None,
+        selling,
+        zone,
     )
     rows = []
     number = 0
@@ -381,14 +391,15 @@ async def apply_link(
     # loser finds the other line here.
     linked = await tx.conn.fetchval(
         "UPDATE invoice_lines SET status = 'linked', appointment_id = $2,"
-        " appointment_starts_at = $3, appointment_version = $4, note = NULL,"
-        " booking_requested_at = NULL, version = version + 1 WHERE line_id = $1"
+        " appointment_starts_at = $3, appointment_version = $4, appointment_time_zone = $5,"
+        " note = NULL, booking_requested_at = NULL, version = version + 1 WHERE line_id = $1"
         " AND NOT EXISTS (SELECT 1 FROM invoice_lines other"
         " WHERE other.appointment_id = $2 AND other.line_id <> $1) RETURNING 1",
         line_id,
         appointment.appointment_id,
         appointment.starts_at,
         appointment.version,
+        appointment.time_zone,
     )
     if not linked:
         return refused(
@@ -429,6 +440,7 @@ async def release(
         await tx.conn.execute(
             "UPDATE invoice_lines SET status = 'open', appointment_id = NULL,"
             " appointment_starts_at = NULL, appointment_version = NULL,"
+            " appointment_time_zone = NULL,"
             " booking_requested_at = NULL, version = version + 1 WHERE line_id = $1",
             line["line_id"],
         )

@@ -17,6 +17,7 @@ from packline_invoicing.booking import (
     register_booking_results,
 )
 from packline_invoicing.commands import register_commands
+from packline_invoicing.directory import register_directory
 from packline_invoicing.http import register_http
 from packline_invoicing.settings import InvoicingSettings
 
@@ -33,6 +34,7 @@ def create_service(settings: InvoicingSettings | None = None) -> Service:
     booking_results = service.consumer("booking-results")
     register_booking_results(booking_results)
     register_attendance(booking_results)
+    register_directory(service.consumer("directory"))
     register_http(service)
     register_booking(service, settings.calendar_url, settings.calendar_token)
     register_booking_request_sweep(service, settings.booking_request_timeout_seconds)

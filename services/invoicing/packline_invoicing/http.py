@@ -9,9 +9,9 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from fastapi import HTTPException
-from packline_contracts import wording
+from packline_contracts import clinic_time, wording
 from packline_contracts.invoices import IssuePackageInvoice, PackageInvoice, PurchaseChannel
-from packline_contracts.types import Actor, PackageId, PatientId, Restriction
+from packline_contracts.types import Actor, LocationId, PackageId, PatientId, Restriction
 from packline_core.http_errors import invalid
 from packline_core.service import Service
 from pydantic import BaseModel, Field
@@ -28,6 +28,11 @@ class Sale(BaseModel):
     invoice_id: UUID = Field(default_factory=uuid4, description="Send your own to retry safely.")
     practitioners: Restriction | None = None
     locations: Restriction | None = None
+    location_id: LocationId | None = Field(
+        default=None,
+        description="Where it is sold: 'N days from purchase' counts that location's local days "
+        "(R15). Without it, the only location the invoice allows, else UTC days.",
+    )
 
 
 def register_http(service: Service) -> None:
@@ -44,6 +49,7 @@ def register_http(service: Service) -> None:
             issued_at=datetime.now(UTC),
             practitioners=sale.practitioners,
             locations=sale.locations,
+            location_id=sale.location_id,
         )
         async with service.transaction() as tx:
             refused = await commands.issue(tx, command)
@@ -100,12 +106,15 @@ def shown(invoice: PackageInvoice, notes: dict[UUID, str | None] | None = None) 
     """The invoice as staff see it: each line with its appointment date or "Unassigned"."""
     body = invoice.model_dump(mode="json")
     for line, raw in zip(body["lines"], invoice.lines, strict=True):
+        # The appointment's date and time as its location's clocks show them (R15).
         starts = raw.appointment_starts_at
+        local = clinic_time.local(starts, raw.appointment_time_zone) if starts else None
+        line["local_starts_at"] = local.isoformat() if local else None
         line["shows"] = (
             "Unassigned"
             if raw.status.value == "open"
-            else f"{raw.status.value.replace('_', ' ')}: {starts:%a %d %b %Y %H:%M}"
-            if starts
+            else f"{raw.status.value.replace('_', ' ')}: {wording.moment(local)}"
+            if local
             else raw.status.value
         )
         line["note"] = (notes or {}).get(raw.line_id)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
-from packline_contracts import wording
+from packline_contracts import clinic_time, wording
 from packline_contracts.catalogue import Package
 from packline_contracts.invoices import InvoiceStatus, LineStatus, LinkRefusalCode, PurchaseChannel
 from packline_contracts.types import Appointment, Balance, Restriction
@@ -21,6 +21,24 @@ def valid_until(package: Package, issued_on: date) -> date:
         return package.validity.until
     assert package.validity.days is not None
     return issued_on + timedelta(days=package.validity.days - 1)
+
+
+def selling_location(chosen: str | None, locations: Restriction) -> str | None:
+    """Where a sale happened, for its local day (R15): the location the sale names, else the
+    only location the invoice allows, else none (UTC days)."""
+    if chosen is not None:
+        return chosen
+    if locations.ids is not None and len(locations.ids) == 1:
+        return locations.ids[0]
+    return None
+
+
+def may_be_within(instant: datetime, valid_from: date, valid_until: date) -> bool:
+    """Whether ``instant`` falls within validity in at least one time zone: local days lie
+    within a day of the UTC day (offsets run from -12 to +14 hours). False means outside it
+    wherever the appointment is, so it can be refused before its location is known."""
+    day = instant.astimezone(UTC).date()
+    return valid_from - timedelta(days=1) <= day <= valid_until + timedelta(days=1)
 
 
 def redeemable(status: InvoiceStatus, pay_before_use: bool, paid: int, price: int) -> bool:
@@ -73,7 +91,7 @@ def link_refusal(
             LinkRefusalCode.LOCATION_NOT_ALLOWED,
             f"the line is only for {', '.join(line.location_ids)}",
         )
-    day = appointment.starts_at.date()
+    day = clinic_time.local_day(appointment.starts_at, appointment.time_zone)
     if not line.valid_from <= day <= line.valid_until:
         return (
             LinkRefusalCode.OUTSIDE_VALIDITY,

@@ -3,9 +3,9 @@ says what to do — link, keep, unlink, or explain why no line can take it. No I
 handlers load the read model, call :func:`decide`, and publish what it says.
 
 The rules: a line can take an appointment when it is open, for one of the appointment's fees,
-with an allowed practitioner and location, on a day within its validity, and its invoice is
-redeemable (R6). When several can, the earliest expiry wins, then the oldest invoice, then the
-lowest line number (R11).
+with an allowed practitioner and location, on a day within its validity (the day as the clocks
+at the appointment's location show it, R15), and its invoice is redeemable (R6). When several
+can, the earliest expiry wins, then the oldest invoice, then the lowest line number (R11).
 """
 
 from __future__ import annotations
@@ -15,10 +15,15 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
-from packline_contracts import wording
+from packline_contracts import clinic_time, wording
 from packline_contracts.invoices import UnlinkReason
 from packline_contracts.matching import NoMatchCode
-from packline_contracts.types import AppointmentStatus, BookingSource, LateCancelPolicy
+from packline_contracts.types import (
+    DEFAULT_TIME_ZONE,
+    AppointmentStatus,
+    BookingSource,
+    LateCancelPolicy,
+)
 
 ACTIVE = (AppointmentStatus.BOOKED, AppointmentStatus.ARRIVED, AppointmentStatus.COMPLETED)
 
@@ -61,6 +66,12 @@ class Appointment:
     awaiting_invoice: bool = False
     refused_line_ids: frozenset[UUID] = frozenset()
     cancelled_at: datetime | None = None
+    time_zone: str = DEFAULT_TIME_ZONE  # its location's: the day it is on is judged there (R15)
+
+    @property
+    def day(self) -> date:
+        """The location's local day the appointment is on."""
+        return clinic_time.local_day(self.starts_at, self.time_zone)
 
 
 @dataclass(frozen=True)
@@ -210,7 +221,7 @@ def problem(
     if line.location_ids is not None and appointment.location_id not in line.location_ids:
         allowed = " or ".join(names.get(p, p) for p in line.location_ids)
         return NoMatchCode.LOCATION_NOT_ALLOWED, f"covers this fee only at {allowed}"
-    day = appointment.starts_at.date()
+    day = appointment.day
     if day > line.valid_until:
         return NoMatchCode.EXPIRED, f"expired on {wording.day(line.valid_until)}"
     if day < line.valid_from:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from packline_contracts.appointments import (
     AppointmentBooked,
@@ -93,12 +93,12 @@ async def appointment_changed(tx: Transaction, envelope: Envelope[AppointmentEve
     row = await tx.conn.fetchrow(
         "INSERT INTO appointments AS a (appointment_id, patient_id, version, practitioner_id,"
         " location_id, starts_at, fee_ids, status, source, cancelled_at, duration_minutes,"
-        " snapshot, hand_unlinked)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+        " snapshot, time_zone, hand_unlinked)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
         "  EXISTS (SELECT 1 FROM hand_unlinks WHERE appointment_id = $1))"
         " ON CONFLICT (appointment_id) DO UPDATE SET version = $3, practitioner_id = $4,"
         " location_id = $5, starts_at = $6, fee_ids = $7, status = $8, cancelled_at = $10,"
-        " duration_minutes = $11, snapshot = $12, refused_line_ids = '{}'"
+        " duration_minutes = $11, snapshot = $12, time_zone = $13, refused_line_ids = '{}'"
         f" WHERE a.version < $3 RETURNING {readmodel.APPOINTMENT_COLUMNS}",
         snapshot.appointment_id,
         snapshot.patient_id,
@@ -112,6 +112,7 @@ async def appointment_changed(tx: Transaction, envelope: Envelope[AppointmentEve
         cancelled_at,
         snapshot.duration_minutes,
         snapshot.model_dump_json(),
+        snapshot.time_zone,
     )
     if row is None:
         return  # an older version than we know: a replay changes nothing
@@ -231,10 +232,12 @@ async def apply(
     return lines
 
 
-async def link_waiting(tx: Transaction, patient_id: str) -> None:
+async def link_waiting(tx: Transaction, patient_id: str, now: datetime) -> None:
     """R12: a package bought or a line released: link the patient's upcoming unlinked
-    appointments that now fit, earliest first (not those staff unlinked by hand)."""
-    for appointment in await readmodel.waiting(tx.conn, patient_id, datetime.now(UTC)):
+    appointments that now fit, earliest first (not those staff unlinked by hand). ``now`` is
+    when that happened (the event's ``occurred_at``), so a replay links the same ones (I10);
+    "upcoming" compares instants, which needs no time zone."""
+    for appointment in await readmodel.waiting(tx.conn, patient_id, now):
         await reconsider(tx, appointment, explain=False)
 
 
@@ -281,7 +284,7 @@ async def invoice_issued(tx: Transaction, envelope: Envelope[PackageInvoiceIssue
             for line in invoice.lines
         ],
     )
-    await link_waiting(tx, invoice.patient_id)
+    await link_waiting(tx, invoice.patient_id, envelope.occurred_at)
 
 
 def unpaid(redeemable: bool, status: str) -> bool:
@@ -299,7 +302,7 @@ async def invoice_redeemability(
         unpaid(event.redeemable, event.status.value),
     )
     if event.redeemable:
-        await link_waiting(tx, event.patient_id)
+        await link_waiting(tx, event.patient_id, envelope.occurred_at)
 
 
 async def invoice_voided(tx: Transaction, envelope: Envelope[PackageInvoiceVoided]) -> None:
@@ -336,7 +339,7 @@ async def line_unlinked(tx: Transaction, envelope: Envelope[LineUnlinked]) -> No
         if unassigned is not None:  # say why it stays unlinked (R7); not yet booked: on booking
             await reconsider(tx, unassigned)
     # R12 / R13: the line is free again, and a voided invoice's appointments look elsewhere.
-    await link_waiting(tx, event.patient_id)
+    await link_waiting(tx, event.patient_id, envelope.occurred_at)
 
 
 async def line_forfeited(tx: Transaction, envelope: Envelope[LineForfeited]) -> None:
@@ -389,4 +392,4 @@ async def line_booking_refused(tx: Transaction, envelope: Envelope[LineBookingRe
     # appointment on its own, to this line or another: remembered like a staff unlink (R8),
     # whichever topic reaches us first.
     await readmodel.remember_hand_unlink(tx.conn, event.appointment_id)
-    await link_waiting(tx, event.patient_id)
+    await link_waiting(tx, event.patient_id, envelope.occurred_at)

@@ -59,6 +59,7 @@ def to_appointment(row: asyncpg.Record) -> Appointment:
         awaiting_invoice=row["awaiting_invoice"],
         refused_line_ids=frozenset(row["refused_line_ids"]),
         cancelled_at=row["cancelled_at"],
+        time_zone=row["time_zone"],
     )
 
 
