@@ -7,6 +7,7 @@ asks the calendar whether the token is good.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -20,10 +21,12 @@ import httpx
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from packline_contracts import clinic_time
 from packline_contracts.appointments import BookAppointment, CancelAppointment, DeleteAppointment
 from packline_contracts.client import PacklineProducer
 from packline_contracts.types import (
     BookingSource,
+    Day,
     FeeId,
     Instant,
     LocationId,
@@ -31,7 +34,7 @@ from packline_contracts.types import (
     PatientId,
     PractitionerId,
 )
-from packline_core.http_errors import install_error_answers
+from packline_core.http_errors import install_error_answers, invalid
 from pydantic import BaseModel, Field
 
 from packline_console.settings import ConsoleSettings
@@ -47,9 +50,24 @@ class Booking(BaseModel):
     patient_id: PatientId
     practitioner_id: PractitionerId
     location_id: LocationId
-    starts_at: Instant
+    starts_at: Instant | None = Field(default=None, description="Or the local date and time.")
+    date: Day | None = Field(default=None, description="The location's local date (R15).")
+    time: dt.time | None = Field(default=None, description="The local time on that date.")
     duration_minutes: Minutes | None = None
     fee_ids: list[FeeId] = Field(min_length=1, max_length=20)
+
+    def instant(self, zone: str | None) -> datetime:
+        """When it starts: as given, or the location's wall-clock date and time."""
+        if self.starts_at is not None:
+            return self.starts_at
+        if self.date is None or self.time is None:
+            raise invalid(["body", "starts_at"], "give 'starts_at', or the local 'date' and 'time'")
+        if zone is None:
+            raise invalid(["body", "location_id"], f"unknown location {self.location_id}")
+        try:
+            return clinic_time.at(self.date, self.time, zone)
+        except clinic_time.NoSuchLocalTime as error:
+            raise invalid(["body", "time"], str(error)) from None
 
 
 class Change(BaseModel):
@@ -109,6 +127,12 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
 
     async def staff_only(request: Request) -> str:
         """Who may give calendar commands: whoever the calendar accepts (401 / 403 otherwise)."""
+        await calendar_directory(request)
+        return "staff-console"
+
+    async def calendar_directory(request: Request) -> dict[str, Any]:
+        """The calendar's directory, asked with the caller's credentials (so it also says
+        whether the calendar accepts them: 401 / 403 otherwise)."""
         client: httpx.AsyncClient = state["http"]
         try:
             answer = await client.get(
@@ -120,12 +144,15 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             raise HTTPException(answer.status_code, _detail(answer))
         if answer.status_code != 200:
             raise HTTPException(502, f"the calendar service answered {answer.status_code}")
-        return "staff-console"
+        return dict(answer.json())
 
     @app.post("/commands/appointments", status_code=202, tags=COMMANDS)
     async def book(booking: Booking, request: Request) -> dict[str, Any]:
         """New appointment in the calendar (R4): the matcher links it to a package line."""
-        actor = await staff_only(request)
+        directory = await calendar_directory(request)
+        actor = "staff-console"
+        zones = {loc["location_id"]: loc.get("time_zone") for loc in directory["locations"]}
+        starts_at = booking.instant(zones.get(booking.location_id))
         appointment_id = uuid4()
         await state["producer"].send(
             BookAppointment(
@@ -133,7 +160,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                 appointment_id=appointment_id,
                 practitioner_id=booking.practitioner_id,
                 location_id=booking.location_id,
-                starts_at=booking.starts_at,
+                starts_at=starts_at,
                 duration_minutes=booking.duration_minutes,
                 fee_ids=booking.fee_ids,
                 source=BookingSource.STAFF,

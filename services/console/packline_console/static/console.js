@@ -48,8 +48,11 @@ function el(tag, attributes = {}, ...children) {
 
 const nameOf = (kind, id) => state.directory[kind].find((x) => (x.practitioner_id ?? x.location_id) === id)?.name ?? id;
 const restriction = (kind, r) => (r && r.ids && r.ids.length ? r.ids.map((id) => nameOf(kind, id)).join(", ") : "Any");
-const day = (iso) => new Date(iso).toLocaleDateString("en-GB", { weekday: "short", day: "numeric", month: "short", year: "numeric", timeZone: "UTC" });
-const time = (iso) => new Date(iso).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", timeZone: "UTC" });
+// Dates and times as the location's clocks show them (R15): each location has its time zone.
+const day = (iso, zone) => new Date(iso).toLocaleDateString("en-GB", { weekday: "short", day: "numeric", month: "short", year: "numeric", timeZone: zone || "UTC" });
+const time = (iso, zone) => new Date(iso).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", timeZone: zone || "UTC" });
+const zoneOf = (locationId) => (state.directory.locations.find((l) => l.location_id === locationId) || {}).time_zone || "UTC";
+const today = (zone) => new Intl.DateTimeFormat("en-CA", { timeZone: zone || "UTC" }).format(new Date());
 
 // --- signing in -----------------------------------------------------------------------------
 
@@ -68,7 +71,7 @@ async function signIn(candidate) {
   fillSelect($("cal-practitioner"), state.directory.practitioners, "practitioner_id");
   fillSelect($("cal-location"), state.directory.locations, "location_id");
   fillSelect($("new-fees"), state.fees, "fee_id");
-  $("cal-day").value = $("new-date").value = new Date().toISOString().slice(0, 10);
+  $("cal-day").value = $("new-date").value = today(zoneOf($("cal-location").value));
   show(location.hash === "#calendar" ? "calendar" : "invoices");
 }
 
@@ -123,9 +126,9 @@ function openLine(invoice, line) {
   const dialog = $("line-dialog");
   $("line-summary").textContent = `${invoice.package_name}, line ${line.line_number} (${line.fee_id}), valid ${line.valid_from} to ${line.valid_until}`;
   const held = ["linked", "booking_requested", "used", "forfeited"].includes(line.status);
-  const starts = line.appointment_starts_at;
-  $("line-date").value = starts ? starts.slice(0, 10) : new Date().toISOString().slice(0, 10);
-  $("line-time").value = starts ? time(starts) : "10:00";
+  const starts = line.local_starts_at;  // the appointment's local date and time, as its location shows it
+  $("line-date").value = starts ? starts.slice(0, 10) : today(zoneOf((line.locations.ids || [])[0]));
+  $("line-time").value = starts ? starts.slice(11, 16) : "10:00";
   $("line-duration").value = "";
   $(held ? "add-yes" : "add-unassigned").checked = true;
   $("linked-appointment").textContent = held ? `${line.shows}` : "";
@@ -145,19 +148,21 @@ function toggleDetails() {
   for (const id of ["line-time", "line-duration", "line-practitioner", "line-location", "check-availability"]) $(id).disabled = !adding;
 }
 
-function startsAt() {
-  return new Date(`${$("line-date").value}T${$("line-time").value}:00Z`).toISOString();
+// The line's date and time are the location's wall clock: invoicing converts them (R15).
+function localTime() {
+  return { date: $("line-date").value, time: $("line-time").value, location_id: $("line-location").value };
 }
 
 async function checkAvailability() {
   const { invoice, line } = state;
-  const query = new URLSearchParams({ starts_at: startsAt(), practitioner_id: $("line-practitioner").value });
+  const query = new URLSearchParams({ ...localTime(), practitioner_id: $("line-practitioner").value });
   if ($("line-duration").value) query.set("duration_minutes", $("line-duration").value);
   try {
     const answer = await api("invoicing", `invoices/${invoice.invoice_id}/lines/${line.line_id}/availability?${query}`);
+    const zone = zoneOf($("line-location").value);
     $("availability").textContent = answer.available
-      ? `Available: ${nameOf("practitioners", answer.practitioner_id)} is free at ${time(answer.starts_at)} on ${day(answer.starts_at)}.`
-      : `Not available: ${nameOf("practitioners", answer.practitioner_id)} is booked from ${time(answer.clash.starts_at)} to ${time(answer.clash.ends_at)}.`;
+      ? `Available: ${nameOf("practitioners", answer.practitioner_id)} is free at ${time(answer.starts_at, zone)} on ${day(answer.starts_at, zone)}.`
+      : `Not available: ${nameOf("practitioners", answer.practitioner_id)} is booked from ${time(answer.clash.starts_at, zone)} to ${time(answer.clash.ends_at, zone)}.`;
   } catch (error) {
     $("availability").textContent = `Could not check: ${error.message}`;
   }
@@ -181,7 +186,7 @@ async function save(event) {
   const path = `invoices/${invoice.invoice_id}/lines/${line.line_id}/appointment`;
   try {
     if ($("add-yes").checked && line.status === "open") {
-      const body = { starts_at: startsAt(), practitioner_id: $("line-practitioner").value, location_id: $("line-location").value, booked_by: "staff-console" };
+      const body = { ...localTime(), practitioner_id: $("line-practitioner").value, booked_by: "staff-console" };
       if ($("line-duration").value) body.duration_minutes = Number($("line-duration").value);
       await api("invoicing", path, { method: "PUT", body: JSON.stringify(body) });
     } else if ($("add-unassigned").checked && line.status === "linked") {
@@ -205,19 +210,19 @@ async function save(event) {
 // --- calendar -------------------------------------------------------------------------------
 
 async function showCalendar() {
-  const from = new Date(`${$("cal-day").value}T00:00:00Z`);
-  const to = new Date(from.getTime() + Number($("cal-view").value) * 86400000);
-  const query = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), practitioner_id: $("cal-practitioner").value, location_id: $("cal-location").value });
+  // The location's local day (or week), midnight to midnight there: the calendar works it out.
+  const query = new URLSearchParams({ date: $("cal-day").value, days: $("cal-view").value, practitioner_id: $("cal-practitioner").value, location_id: $("cal-location").value });
   const appointments = await api("calendar", `appointments?${query}`);
-  $("calendar-caption").textContent = `${nameOf("practitioners", $("cal-practitioner").value)} at ${nameOf("locations", $("cal-location").value)}, ${day(from.toISOString())}${$("cal-view").value === "7" ? " (week)" : ""}`;
+  const first = new Date(`${$("cal-day").value}T12:00:00Z`).toISOString();
+  $("calendar-caption").textContent = `${nameOf("practitioners", $("cal-practitioner").value)} at ${nameOf("locations", $("cal-location").value)}, ${day(first)}${$("cal-view").value === "7" ? " (week)" : ""} (${zoneOf($("cal-location").value)} time)`;
   $("calendar-body").replaceChildren(...appointments.map((a) =>
     el("tr", { "data-appointment": a.appointment_id, "data-status": a.status },
-      el("td", {}, `${day(a.starts_at)} ${time(a.starts_at)} (${a.duration_minutes} min)`),
+      el("td", {}, `${day(a.starts_at, a.time_zone)} ${time(a.starts_at, a.time_zone)} (${a.duration_minutes} min)`),
       el("td", {}, a.patient_id),
       el("td", {}, a.fee_ids.join(", ")),
       el("td", {}, a.status),
       el("td", { class: "package" }, a.package ? a.package.text : "—"),
-      el("td", {}, el("button", { type: "button", "aria-label": `Open the appointment at ${time(a.starts_at)} for ${a.patient_id}`, onclick: () => openPanel(a.appointment_id) }, "Open")),
+      el("td", {}, el("button", { type: "button", "aria-label": `Open the appointment at ${time(a.starts_at, a.time_zone)} for ${a.patient_id}`, onclick: () => openPanel(a.appointment_id) }, "Open")),
     )));
   if (!appointments.length) $("calendar-body").replaceChildren(el("tr", {}, el("td", { colspan: "6" }, "No appointments.")));
 }
@@ -226,7 +231,7 @@ async function openPanel(id) {
   const appointment = await api("calendar", `appointments/${id}`);
   state.appointment = appointment;
   $("panel-details").replaceChildren(
-    ...[["Patient", appointment.patient_id], ["When", `${day(appointment.starts_at)} ${time(appointment.starts_at)}`], ["Duration", `${appointment.duration_minutes} min`],
+    ...[["Patient", appointment.patient_id], ["When", `${day(appointment.starts_at, appointment.time_zone)} ${time(appointment.starts_at, appointment.time_zone)}`], ["Duration", `${appointment.duration_minutes} min`],
       ["Practitioner", nameOf("practitioners", appointment.practitioner_id)], ["Location", nameOf("locations", appointment.location_id)], ["Fees", appointment.fee_ids.join(", ")], ["Status", appointment.status]]
       .flatMap(([term, value]) => [el("dt", {}, term), el("dd", {}, value)]));
   if (appointment.package) {
@@ -258,7 +263,8 @@ async function book(event) {
     patient_id: $("new-patient").value,
     practitioner_id: $("cal-practitioner").value,
     location_id: $("cal-location").value,
-    starts_at: new Date(`${$("new-date").value}T${$("new-time").value}:00Z`).toISOString(),
+    date: $("new-date").value,  // the location's wall clock: the console's server converts it
+    time: $("new-time").value,
     fee_ids: [...$("new-fees").selectedOptions].map((option) => option.value),
   };
   if ($("new-duration").value) body.duration_minutes = Number($("new-duration").value);
@@ -275,7 +281,7 @@ async function book(event) {
     status.textContent = "The calendar refused the booking (the time may be taken).";
     return;
   }
-  status.textContent = `Booked ${day(booked.starts_at)} ${time(booked.starts_at)}.`;
+  status.textContent = `Booked ${day(booked.starts_at, booked.time_zone)} ${time(booked.starts_at, booked.time_zone)}.`;
   $("cal-day").value = $("new-date").value;
   await showCalendar();
   // The matcher links it to a package a moment later: show the note when it arrives.
