@@ -46,6 +46,17 @@ SETUP: list[Message] = [
 ]
 
 
+def setup_in(time_zone: str) -> list[Message]:
+    """The clinic's locations and practitioners (SETUP's first four), its locations in
+    ``time_zone`` (R15): the same clinic elsewhere in the world."""
+    return [
+        message.model_copy(update={"time_zone": time_zone})
+        if isinstance(message, DefineLocation)
+        else message
+        for message in SETUP[:4]
+    ]
+
+
 def patient() -> str:
     return f"patient-{uuid4().hex[:8]}"
 

@@ -88,10 +88,16 @@ async def start_system(
             "calendar fees": await calendar.pool.fetchval("SELECT count(*) FROM fees"),
             "matcher names": await matcher.pool.fetchval("SELECT count(*) FROM names"),
             "invoicing packages": await invoicing.pool.fetchval("SELECT count(*) FROM packages"),
+            "invoicing locations": await invoicing.pool.fetchval("SELECT count(*) FROM locations"),
         }
 
     async def loaded() -> bool:
-        wanted = {"calendar fees": 2, "matcher names": 4, "invoicing packages": len(packages)}
+        wanted = {
+            "calendar fees": 2,
+            "matcher names": 4,
+            "invoicing packages": len(packages),
+            "invoicing locations": 2,
+        }
         return await counts() == wanted
 
     await eventually(loaded, what="the clinic's directory and catalogue", describe=counts)

@@ -14,13 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from packline_contracts.client import PacklineProducer
 from packline_contracts.invoices import IssuePackageInvoice, PurchaseChannel
 
-from tests.clinic import DR_A, DR_B, MASSAGE_60, NORTHSIDE, SETUP, booking, fee_commands, package
+from tests.clinic import DR_A, DR_B, MASSAGE_60, NORTHSIDE, booking, fee_commands, package, setup_in
 from tests.conftest import CreateDatabase, Infrastructure
 from tests.e2e.packline_processes import Processes, free_port, packline_processes
 from tests.helpers import eventually
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "console"
 TOKEN = "console-test-token"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CLINIC_ZONE = "Australia/Sydney"
 WITH_DR_A = package("console-dr-a", count=5, practitioners=[DR_A], locations=[NORTHSIDE])
 
 
@@ -44,7 +46,7 @@ async def console(
     async with packline_processes(
         infrastructure, topic_prefix, create_database, staff_token=TOKEN
     ) as system:
-        for message in [*SETUP[:4], *fee_commands(), WITH_DR_A]:
+        for message in [*setup_in(CLINIC_ZONE), *fee_commands(), WITH_DR_A]:
             await producer.send(message)
         port = free_port()
         process = await asyncio.create_subprocess_exec(
@@ -120,9 +122,11 @@ async def test_the_help_article_in_the_browser(
     url, system = console
     who = f"patient-{uuid4().hex[:6]}"
     await buy(producer, system, who)
-    day = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
+    # The clinic is in Sydney (R15): every date and time typed and shown is Sydney's.
+    sydney = ZoneInfo(CLINIC_ZONE)
+    day = (datetime.now(sydney) + timedelta(days=3)).date().isoformat()
     # Another patient already holds Dr Adams at 11:00 that day (for "taken").
-    taken_at = datetime.fromisoformat(f"{day}T11:00:00+00:00")
+    taken_at = datetime.fromisoformat(f"{day}T11:00:00").replace(tzinfo=sydney)
     await producer.send(booking("someone-else", taken_at, practitioner=DR_A))
     SHOTS.mkdir(parents=True, exist_ok=True)
 

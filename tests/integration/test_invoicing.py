@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 import uvicorn
+from packline_contracts import wording
 from packline_contracts.catalogue import DefineLocation, DefinePractitioner
 from packline_contracts.envelope import Envelope
 from packline_contracts.invoices import (
@@ -449,7 +450,7 @@ async def test_book_from_the_invoice_finishes_both_ways(
             what="the calendar to note the package",
         )
         shown = (await client.get(f"/invoices/{invoice.invoice_id}")).json()
-        assert shown["lines"][0]["shows"] == f"linked: {when:%a %d %b %Y %H:%M}"
+        assert shown["lines"][0]["shows"] == f"linked: {wording.moment(when.astimezone(UTC))}"
         assert shown["lines"][1]["shows"] == "Unassigned"
 
         # The other way: the slot is taken by another patient's appointment.
