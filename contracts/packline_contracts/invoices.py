@@ -125,6 +125,11 @@ class UnlinkAppointment(InvoiceCommand):
     appointment_version: Version
     reason: UnlinkReason
     forfeit: bool = Field(default=False, description="Late cancel / no-show: session is used up.")
+    forfeit_reason: Reason | None = Field(
+        default=None,
+        description="Why it is forfeited, in the clinic's words and local time (R9, R15); "
+        "LineForfeited carries it.",
+    )
 
 
 class UnassignInvoiceLine(InvoiceCommand):

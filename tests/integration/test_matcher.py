@@ -3,11 +3,12 @@ right line, releases it, or explains why not (issue: matcher)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from packline_contracts import wording
 from packline_contracts.appointments import (
     Attendance,
     CancelAppointment,
@@ -145,6 +146,12 @@ async def test_r9_cancel_releases_the_line_and_a_late_cancel_forfeits_it(system:
         LineForfeited, lambda e: e.payload.appointment_id == late.appointment_id
     )
     assert forfeited.payload.balance.used == 1 and forfeited.payload.balance.remaining == 1
+    # The window is worded with the location's clock (UTC here; Sydney in the unit test).
+    starts = late.starts_at.astimezone(UTC)
+    assert forfeited.payload.reason == (
+        f"a late cancellation: cancelled {wording.moment(starts - timedelta(hours=3))}, 3 hours"
+        f" before the appointment at {starts:%H:%M} (this package forfeits inside 24 hours)"
+    )
 
 
 async def test_r9_a_no_show_is_worded_as_one_and_follows_the_packages_policy(

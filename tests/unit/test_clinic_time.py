@@ -3,6 +3,7 @@ clock times that do not exist or exist twice, and a decision judged on the locat
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from uuid import uuid4
 
@@ -12,8 +13,8 @@ from hypothesis import strategies as st
 from packline_contracts import clinic_time, wording
 from packline_contracts.catalogue import DefineLocation
 from packline_contracts.matching import NoMatchCode
-from packline_contracts.types import AppointmentStatus, BookingSource
-from packline_matcher.decision import Appointment, Line, decide
+from packline_contracts.types import AppointmentStatus, BookingSource, LateCancelPolicy
+from packline_matcher.decision import Appointment, Line, decide, forfeit_reason
 from pydantic import ValidationError
 
 SYDNEY, NEW_YORK = "Australia/Sydney", "America/New_York"
@@ -119,3 +120,30 @@ def test_the_decision_judges_expiry_on_the_appointments_local_day() -> None:
     assert in_sydney.explain.candidates[0].reason == "expired on 28 February 2027"
     in_new_york = decide(appointment(instant, NEW_YORK), [until_28_feb])
     assert in_new_york.link is not None
+
+
+def test_a_late_cancellation_is_worded_in_the_locations_time() -> None:
+    starts = datetime(2027, 3, 1, 22, 0, tzinfo=UTC)  # 09:00 on 2 March in Sydney
+    cancelled = replace(
+        appointment(starts, SYDNEY),
+        status=AppointmentStatus.CANCELLED,
+        cancelled_at=starts - timedelta(hours=15),
+    )
+    policy = LateCancelPolicy(forfeit_within_hours=24)
+    assert forfeit_reason(cancelled, policy) == (
+        "a late cancellation: cancelled Mon 1 March 2027, 18:00 AEDT, 15 hours before the "
+        "appointment at 09:00 (this package forfeits inside 24 hours)"
+    )
+    decision = decide(
+        cancelled,
+        [
+            replace(
+                line(date(2027, 3, 31)),
+                status="linked",
+                appointment_id=cancelled.appointment_id,
+                policy=policy,
+            )
+        ],
+    )
+    assert decision.unlink is not None and decision.unlink.forfeit
+    assert decision.unlink.why == forfeit_reason(cancelled, policy)

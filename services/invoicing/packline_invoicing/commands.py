@@ -469,9 +469,10 @@ async def unlink(tx: Transaction, envelope: Envelope[UnlinkAppointment]) -> None
         return refuse(tx, command, "the line does not hold that appointment", command.line_id)
     forfeit = None
     if command.forfeit:
-        forfeit = (
-            "a no-show" if command.reason == UnlinkReason.NO_SHOW else "a late cancellation"
-        ) + " under the package's policy"
+        forfeit = command.forfeit_reason or (
+            ("a no-show" if command.reason == UnlinkReason.NO_SHOW else "a late cancellation")
+            + " under the package's policy"
+        )
     await release(tx, line, command.reason, forfeit_reason=forfeit)
 
 

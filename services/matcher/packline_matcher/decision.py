@@ -85,6 +85,7 @@ class Unlink:
     line: Line
     reason: UnlinkReason
     forfeit: bool = False
+    why: str | None = None  # a forfeit, in the clinic's words and local time (R9, R15)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,9 @@ def decide(
         if current is None or current.status != "linked":
             return Decision()
         reason = ENDED_BECAUSE.get(appointment.status, UnlinkReason.CANCELLED)
-        return Decision(unlink=Unlink(current, reason, forfeits(appointment, current.policy)))
+        forfeit = forfeits(appointment, current.policy)
+        why = forfeit_reason(appointment, current.policy) if forfeit else None
+        return Decision(unlink=Unlink(current, reason, forfeit, why))
     if appointment.source == BookingSource.INVOICE and (
         current is not None or appointment.awaiting_invoice
     ):
@@ -292,3 +295,22 @@ def forfeits(appointment: Appointment, policy: LateCancelPolicy | None) -> bool:
         cancelled_at = appointment.cancelled_at or appointment.starts_at
         return appointment.starts_at - cancelled_at < timedelta(hours=policy.forfeit_within_hours)
     return False
+
+
+def forfeit_reason(appointment: Appointment, policy: LateCancelPolicy | None) -> str:
+    """Why a session was forfeited, with the times as the location's clocks show them: "a late
+    cancellation: cancelled Mon 1 March 2027, 18:00 AEDT, 15 hours before the appointment at
+    09:00 (this package forfeits inside 24 hours)"."""
+    if appointment.status == AppointmentStatus.NO_SHOW or policy is None:
+        return "a no-show under the package's policy"
+    cancelled_at = appointment.cancelled_at or appointment.starts_at
+    cancelled = clinic_time.local(cancelled_at, appointment.time_zone)
+    starts = clinic_time.local(appointment.starts_at, appointment.time_zone)
+    ahead = appointment.starts_at - cancelled_at
+    hours = int(ahead.total_seconds() // 3600)
+    notice = f"{hours} hour{'s' if hours != 1 else ''}" if hours >= 1 else "under an hour"
+    return (
+        f"a late cancellation: cancelled {wording.moment(cancelled)}, {notice} before the "
+        f"appointment at {wording.hour(starts)} (this package forfeits inside "
+        f"{policy.forfeit_within_hours} hours)"
+    )

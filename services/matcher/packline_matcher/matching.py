@@ -167,6 +167,7 @@ async def apply(
                 appointment_version=appointment.version,
                 reason=decision.unlink.reason,
                 forfeit=decision.unlink.forfeit,
+                forfeit_reason=decision.unlink.why,
             ),
             message_id=derived_id("unlink", *key, line.line_id),
         )
