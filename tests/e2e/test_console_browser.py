@@ -20,6 +20,7 @@ import httpx
 import pytest
 from packline_contracts.client import PacklineProducer
 from packline_contracts.invoices import IssuePackageInvoice, PurchaseChannel
+from packline_contracts.patients import RegisterPatient
 
 from tests.clinic import DR_A, DR_B, MASSAGE_60, NORTHSIDE, booking, fee_commands, package, setup_in
 from tests.conftest import CreateDatabase, Infrastructure
@@ -128,6 +129,9 @@ async def test_the_help_article_in_the_browser(
     # Another patient already holds Dr Adams at 11:00 that day (for "taken").
     taken_at = datetime.fromisoformat(f"{day}T11:00:00").replace(tzinfo=sydney)
     await producer.send(booking("someone-else", taken_at, practitioner=DR_A))
+    # The patient has a name in the directory (R16): staff find them by part of it.
+    await producer.send(RegisterPatient(patient_id=who, name=f"Zoë Example {who[-6:]}"))
+    name = f"Zoë Example {who[-6:]}"
     SHOTS.mkdir(parents=True, exist_ok=True)
 
     async with async_playwright() as playwright:
@@ -149,8 +153,9 @@ async def test_the_help_article_in_the_browser(
 
         # The patient's package invoice: every line Unassigned, the balance.
         invoices = page.locator("#invoices")
-        await invoices.get_by_label("Patient").fill(who)
+        await invoices.get_by_label("Patient (name or id)").fill(f"example zoe {who[-6:]}")
         await invoices.get_by_role("button", name="Show").click()
+        await expect(page.locator("#patient-shown")).to_contain_text(f"{name} ({who})")
         invoice = page.locator("article.invoice")
         await expect(invoice).to_contain_text("5 of 5 left, expires")
         await expect(invoice.locator("td.appointment", has_text="Unassigned")).to_have_count(5)
@@ -203,7 +208,7 @@ async def test_the_help_article_in_the_browser(
         await new.get_by_label("Fees").select_option(MASSAGE_60)
         await new.get_by_role("button", name="Book").click()
         await expect(page.locator("#new-appointment-status")).to_contain_text("Booked")
-        row = page.locator("#calendar-body tr", has_text=who).filter(has_text="14:00")
+        row = page.locator("#calendar-body tr", has_text=name).filter(has_text="14:00")
         await expect(row.locator("td.package")).to_contain_text("session")
         await page.screenshot(path=SHOTS / "3-calendar-week.png", full_page=True)
         await row.get_by_role("button").click()
@@ -226,7 +231,7 @@ async def test_the_help_article_in_the_browser(
         await new.get_by_label("Fees").select_option(MASSAGE_60)
         await new.get_by_role("button", name="Book").click()
         await expect(page.locator("#new-appointment-status")).to_contain_text("Booked")
-        other = page.locator("#calendar-body tr", has_text=who).filter(has_text="15:00")
+        other = page.locator("#calendar-body tr", has_text=name).filter(has_text="15:00")
         await other.get_by_role("button").click()
 
         async def explained() -> Any:

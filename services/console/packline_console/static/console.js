@@ -88,6 +88,31 @@ function show(screen) {
 
 // --- package invoices -----------------------------------------------------------------------
 
+// Patients by name (R16): every word a beginning of one of their names, any order, any accents.
+// One match is shown at once; several are listed to choose from; none: the text is an id (a
+// patient the directory has not seen yet is still a patient).
+async function findPatient(text) {
+  const query = new URLSearchParams({ name: text, limit: "20" });
+  const found = await api("calendar", `patients?${query}`).then((page) => page.patients, () => []);
+  $("patient-results").replaceChildren();
+  if (found.length > 1) {
+    $("patient-results").replaceChildren(...found.map((p) => el("li", {},
+      el("button", { type: "button", onclick: () => choosePatient(p.patient_id, p) },
+        `${p.name}${p.date_of_birth ? `, born ${p.date_of_birth}` : ""} (${p.patient_id})`))));
+    $("patient-shown").textContent = `${found.length} patients found: choose one.`;
+    $("invoice-list").replaceChildren();
+    return;
+  }
+  await choosePatient(found.length ? found[0].patient_id : text, found[0]);
+}
+
+async function choosePatient(patientId, entry) {
+  state.patient = patientId;
+  $("patient-results").replaceChildren();
+  $("patient-shown").textContent = entry ? `${entry.name} (${entry.patient_id})` : `Patient ${patientId}`;
+  await showInvoices();
+}
+
 async function showInvoices() {
   const invoices = await api("invoicing", `patients/${encodeURIComponent(state.patient)}/invoices`);
   const list = $("invoice-list");
@@ -218,11 +243,11 @@ async function showCalendar() {
   $("calendar-body").replaceChildren(...appointments.map((a) =>
     el("tr", { "data-appointment": a.appointment_id, "data-status": a.status },
       el("td", {}, `${day(a.starts_at, a.time_zone)} ${time(a.starts_at, a.time_zone)} (${a.duration_minutes} min)`),
-      el("td", {}, a.patient_id),
+      el("td", {}, a.patient_name || a.patient_id),  // the id until the directory names them
       el("td", {}, a.fee_ids.join(", ")),
       el("td", {}, a.status),
       el("td", { class: "package" }, a.package ? a.package.text : "—"),
-      el("td", {}, el("button", { type: "button", "aria-label": `Open the appointment at ${time(a.starts_at, a.time_zone)} for ${a.patient_id}`, onclick: () => openPanel(a.appointment_id) }, "Open")),
+      el("td", {}, el("button", { type: "button", "aria-label": `Open the appointment at ${time(a.starts_at, a.time_zone)} for ${a.patient_name || a.patient_id}`, onclick: () => openPanel(a.appointment_id) }, "Open")),
     )));
   if (!appointments.length) $("calendar-body").replaceChildren(el("tr", {}, el("td", { colspan: "6" }, "No appointments.")));
 }
@@ -231,7 +256,7 @@ async function openPanel(id) {
   const appointment = await api("calendar", `appointments/${id}`);
   state.appointment = appointment;
   $("panel-details").replaceChildren(
-    ...[["Patient", appointment.patient_id], ["When", `${day(appointment.starts_at, appointment.time_zone)} ${time(appointment.starts_at, appointment.time_zone)}`], ["Duration", `${appointment.duration_minutes} min`],
+    ...[["Patient", appointment.patient_name ? `${appointment.patient_name} (${appointment.patient_id})` : appointment.patient_id], ["When", `${day(appointment.starts_at, appointment.time_zone)} ${time(appointment.starts_at, appointment.time_zone)}`], ["Duration", `${appointment.duration_minutes} min`],
       ["Practitioner", nameOf("practitioners", appointment.practitioner_id)], ["Location", nameOf("locations", appointment.location_id)], ["Fees", appointment.fee_ids.join(", ")], ["Status", appointment.status]]
       .flatMap(([term, value]) => [el("dt", {}, term), el("dd", {}, value)]));
   if (appointment.package) {
@@ -294,7 +319,7 @@ async function book(event) {
 window.addEventListener("DOMContentLoaded", () => {
   $("sign-in-form").addEventListener("submit", (event) => { event.preventDefault(); signIn($("token").value); });
   $("sign-out").addEventListener("click", () => { sessionStorage.removeItem("packline-token"); location.reload(); });
-  $("patient-form").addEventListener("submit", (event) => { event.preventDefault(); state.patient = $("patient").value; showInvoices(); });
+  $("patient-form").addEventListener("submit", (event) => { event.preventDefault(); findPatient($("patient").value.trim()); });
   $("calendar-form").addEventListener("submit", (event) => { event.preventDefault(); showCalendar(); });
   $("new-appointment-form").addEventListener("submit", book);
   $("line-form").addEventListener("submit", save);
