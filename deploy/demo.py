@@ -2,13 +2,18 @@
 
 It sets up a clinic (practitioners, locations, fees, a package), then walks through the article's
 scenarios the way other services and staff screens drive Packline — commands on Kafka, HTTP — and
-says in plain words what happened at each step. Every run uses new patients."""
+says in plain words what happened at each step. Every run uses new patients.
+
+``--runs N`` tells the story N times in a row (each with a new patient) and stops at the first
+that fails, saying which step and why, with exit status 1."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -34,6 +39,7 @@ from packline_contracts.invoices import (
     PurchaseChannel,
 )
 from packline_contracts.matching import AppointmentNotMatched
+from packline_contracts.patients import RegisterPatient
 from packline_contracts.topics import CALENDAR_EVENTS, INVOICING_EVENTS, MATCHER_EVENTS
 from packline_contracts.types import BookingSource, PackageItem, Restriction, Validity
 
@@ -42,6 +48,7 @@ CALENDAR = f"http://127.0.0.1:{os.environ.get('PACKLINE_CALENDAR_HTTP_PORT', '80
 INVOICING = f"http://127.0.0.1:{os.environ.get('PACKLINE_INVOICING_HTTP_PORT', '8082')}"
 MATCHER = f"http://127.0.0.1:{os.environ.get('PACKLINE_MATCHER_HTTP_PORT', '8083')}"
 TOKEN = os.environ.get("PACKLINE_STAFF_TOKEN")
+PREFIX = os.environ.get("PACKLINE_TOPIC_PREFIX", "")
 STAFF = {"Authorization": f"Bearer {TOKEN}"} if TOKEN else {}
 
 
@@ -58,22 +65,23 @@ def short(invoice_id: UUID) -> str:
     return f"#{str(invoice_id)[:8]}"
 
 
-async def main() -> None:
+async def story() -> None:
     run = uuid4().hex[:6]
     jane = f"jane-{run}"
     async with (
-        PacklineProducer(KAFKA, producer="packline-demo") as send,
+        PacklineProducer(KAFKA, producer="packline-demo", topic_prefix=PREFIX) as send,
+        # Entering waits until the reader is positioned: nothing sent next can be missed.
         PacklineConsumer(
             KAFKA,
             [CALENDAR_EVENTS, INVOICING_EVENTS, MATCHER_EVENTS],
             group_id=f"packline-demo-{run}",
+            topic_prefix=PREFIX,
             from_beginning=False,
         ) as events,
         httpx.AsyncClient(base_url=INVOICING, headers=STAFF, timeout=10) as invoicing,
         httpx.AsyncClient(base_url=CALENDAR, headers=STAFF, timeout=10) as calendar,
         httpx.AsyncClient(base_url=MATCHER, headers=STAFF, timeout=10) as matcher,
     ):
-        await asyncio.sleep(0)  # the reader joins its group before anything is sent
         say("Setting up the clinic: Dr Adams and Dr Baker, Northside and Southside clinics,")
         say(
             "a 60-min massage fee, and the package '5 x 60-min massage with Dr Adams at Northside'."
@@ -105,6 +113,8 @@ async def main() -> None:
             await send.send(message)
         await wait_until(lambda: catalogue_ready(invoicing, calendar), "the catalogue")
 
+        await send.send(RegisterPatient(patient_id=jane, name=f"Jane Demo {run}"))
+        say(f"\nThe patient: Jane Demo {run}, patient id {jane} (the console finds her by name).")
         invoice_id = uuid4()
         await send.send(
             IssuePackageInvoice(
@@ -312,5 +322,31 @@ async def unnoted(calendar: httpx.AsyncClient, appointment_id: UUID) -> dict[str
     return panel if panel.get("package") is None else None
 
 
+async def main(runs: int) -> int:
+    for number in range(1, runs + 1):
+        if runs > 1:
+            say(f"\n=== run {number} of {runs} ===")
+        started = time.monotonic()
+        try:
+            await story()
+        except (TimeoutError, httpx.HTTPError, OSError) as error:
+            say(
+                f"\ndemo: run {number} failed: {type(error).__name__}: {error}"
+                "\nIs Packline running and ready? 'deploy/packline status' says; the services'"
+                " logs are in $PACKLINE_LOG_DIR."
+            )
+            return 1
+        if runs > 1:
+            say(f"=== run {number} of {runs} passed in {time.monotonic() - started:.1f} s ===")
+    return 0
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(
+        prog="deploy/packline demo",
+        description="Walk through the help article against the running system (deploy/packline "
+        "run first), saying what happened at each step. Settings: PACKLINE_KAFKA_BOOTSTRAP, "
+        "PACKLINE_*_HTTP_PORT, PACKLINE_STAFF_TOKEN, PACKLINE_TOPIC_PREFIX.",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="tell the story this many times")
+    sys.exit(asyncio.run(main(parser.parse_args().runs)))

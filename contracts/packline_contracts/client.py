@@ -93,7 +93,13 @@ class PacklineConsumer:
         group_id: str,
         topic_prefix: str = "",
         from_beginning: bool = True,
+        ready_within: float = 30.0,
     ) -> None:
+        """``from_beginning=False`` reads only what is published after ``async with`` has
+        entered: entering waits (up to ``ready_within`` seconds) until the group has assigned
+        this consumer its partitions and their positions are fixed, so a message sent next is
+        never missed."""
+        self._ready_within = ready_within
         self._consumer = AIOKafkaConsumer(
             *(topic_prefix + topic.name for topic in topics),
             bootstrap_servers=bootstrap_servers,
@@ -106,7 +112,28 @@ class PacklineConsumer:
 
     async def __aenter__(self) -> Self:
         await self._consumer.start()
+        try:
+            await self._until_positioned()
+        except BaseException:
+            await self._consumer.stop()
+            raise
         return self
+
+    async def _until_positioned(self) -> None:
+        """Join the group and fix every assigned partition's position. Joining happens in the
+        background while polling, so poll (keeping whatever arrives) until the assignment is
+        there; ``position`` then resolves "earliest" / "latest" to an offset."""
+        deadline = time.monotonic() + self._ready_within
+        while not self._consumer.assignment():
+            if time.monotonic() > deadline:
+                topics = ", ".join(sorted(self._consumer.subscription()))
+                raise TimeoutError(
+                    f"no partition of {topics} was assigned within {self._ready_within} s:"
+                    " do the topics exist, and is the broker reachable?"
+                )
+            await self._poll(0.1)
+        for partition in self._consumer.assignment():
+            await self._consumer.position(partition)
 
     async def __aexit__(
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
@@ -141,6 +168,27 @@ class PacklineConsumer:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no matching {message_type.MESSAGE_TYPE} within {within} s")
+            await self._poll(min(left, 1.0))
+
+    async def wait_for_any(
+        self,
+        *message_types: type[Message],
+        where: Callable[[Envelope[Any]], bool] = lambda _envelope: True,
+        within: float = 30.0,
+    ) -> Envelope[Message]:
+        """The first message of any of ``message_types`` satisfying ``where`` — an outcome and
+        its refusal at once, e.g. ``wait_for_any(LineLinked, BookingRefused, where=...)``."""
+        deadline = time.monotonic() + within
+        checked = 0
+        while True:
+            for envelope in self.received[checked:]:
+                if isinstance(envelope.payload, message_types) and where(envelope):
+                    return envelope
+            checked = len(self.received)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                names = " or ".join(t.MESSAGE_TYPE for t in message_types)
+                raise TimeoutError(f"no matching {names} within {within} s")
             await self._poll(min(left, 1.0))
 
     async def _poll(self, seconds: float) -> list[Envelope[Message]]:

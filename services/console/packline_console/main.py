@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import uvicorn
 from packline_core.settings import load_settings
 
@@ -9,7 +11,17 @@ from packline_console.app import create_app
 from packline_console.settings import ConsoleSettings
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="packline-console",
+        description="Serve the staff console: the help article's screens as a web page, over "
+        "the three services' HTTP APIs. Settings come from the environment: PACKLINE_HTTP_PORT "
+        "(8080), PACKLINE_CALENDAR_URL, PACKLINE_INVOICING_URL, PACKLINE_MATCHER_URL, "
+        "PACKLINE_KAFKA_BOOTSTRAP_SERVERS, PACKLINE_TOPIC_PREFIX.",
+    )
+    # 'serve' as every service's command line says it (the image's default command).
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve"])
+    parser.parse_args(argv)
     settings = load_settings(ConsoleSettings)
     uvicorn.run(
         create_app(settings),
