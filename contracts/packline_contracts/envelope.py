@@ -99,8 +99,8 @@ class Envelope(BaseModel, Generic[M]):
     producer: str = Field(min_length=1, max_length=128, description="The service that sent it.")
     patient_id: PatientId | None = Field(
         default=None,
-        description="The patient it is about; also the Kafka key. Null for "
-        "catalogue messages, which are keyed by the id of the thing they define.",
+        description="The patient it is about (the payload's patient_id), required for a "
+        "message about a patient; null for catalogue and directory messages.",
     )
     payload: M
 
@@ -168,10 +168,28 @@ def envelope_model(message_class: type[Message]) -> type[Envelope[Any]]:
     the JSON Schema of that message)."""
     name = message_class.MESSAGE_TYPE
     pinned: Any = Literal[name]  # a Literal built at run time: opaque to type checkers
+    # What decode enforces, said by the schema too: a message about a patient carries the
+    # patient's id (the payload's), any other message none.
+    patient: Any = (
+        (PatientId, Field(description="The patient it is about: the payload's patient_id."))
+        if issubclass(message_class, PatientMessage)
+        else (None, Field(default=None, description="Always null: not about one patient."))
+    )
+    newest = message_class.SCHEMA_VERSION
     model = create_model(
         f"{name}Message",
         __base__=Envelope[message_class],  # type: ignore[valid-type]
         message_type=(pinned, Field(description=f"Always {name}.")),
+        schema_version=(
+            int,
+            Field(
+                ge=1,
+                le=newest,
+                description=f"The payload's schema version: at most {newest}, the newest this "
+                "contract knows (a reader refuses a newer one).",
+            ),
+        ),
+        patient_id=patient,
     )
     model.__doc__ = message_class.__doc__
     return cast(type[Envelope[Any]], model)

@@ -1,5 +1,10 @@
 """One realistic example of every message type: used in the AsyncAPI document, the docs and the
-round-trip tests. Ids and times are fixed so the generated documents are stable."""
+round-trip tests. Ids and times are fixed so the generated documents are stable.
+
+Each works when sent as it is, with its binding's key (tests/integration/test_contract_examples.py
+sends them all through the broker): times lie in 2099, so a booking is in the future. The ids
+are fixed, so an example sent twice is applied once; a new message needs a new ``message_id``
+(and a new appointment or invoice a new id of its own)."""
 
 from __future__ import annotations
 
@@ -35,13 +40,13 @@ INVOICE = derived_id("example", "invoice")
 LINE_1 = derived_id("example", "invoice", "line", 1)
 LINE_2 = derived_id("example", "invoice", "line", 2)
 APPOINTMENT = derived_id("example", "appointment")
-BOOKED_AT = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-STARTS_AT = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
-ISSUED_AT = datetime(2026, 3, 1, 14, 0, tzinfo=UTC)
+BOOKED_AT = datetime(2099, 3, 2, 9, 30, tzinfo=UTC)
+STARTS_AT = datetime(2099, 3, 10, 10, 0, tzinfo=UTC)
+ISSUED_AT = datetime(2099, 3, 1, 14, 0, tzinfo=UTC)
 
 RESTRICT_DR_A = Restriction(ids=[DR_A])
 RESTRICT_NORTHSIDE = Restriction(ids=[NORTHSIDE])
-BALANCE = Balance(total=5, booked=2, used=0, remaining=3, expires_on=date(2026, 5, 30))
+BALANCE = Balance(total=5, booked=2, used=0, remaining=3, expires_on=date(2099, 5, 30))
 
 APPOINTMENT_NOW = Appointment(
     appointment_id=APPOINTMENT,
@@ -64,8 +69,8 @@ def _line(number: int, status: i.LineStatus, linked: bool) -> i.InvoiceLine:
         fee_id=MASSAGE,
         practitioners=RESTRICT_DR_A,
         locations=RESTRICT_NORTHSIDE,
-        valid_from=date(2026, 3, 1),
-        valid_until=date(2026, 5, 30),
+        valid_from=date(2099, 3, 1),
+        valid_until=date(2099, 5, 30),
         status=status,
         appointment_id=APPOINTMENT if linked else None,
         appointment_starts_at=STARTS_AT if linked else None,
@@ -134,7 +139,7 @@ EXAMPLES: dict[str, Message] = {
         a.RescheduleAppointment(
             patient_id=PATIENT,
             appointment_id=APPOINTMENT,
-            starts_at=datetime(2026, 3, 11, 15, 0, tzinfo=UTC),
+            starts_at=datetime(2099, 3, 11, 15, 0, tzinfo=UTC),
             requested_by="reception:maria",
         ),
         a.ChangeAppointment(
@@ -147,7 +152,7 @@ EXAMPLES: dict[str, Message] = {
             patient_id=PATIENT,
             appointment_id=APPOINTMENT,
             cancelled_by="patient",
-            cancelled_at=datetime(2026, 3, 9, 18, 0, tzinfo=UTC),
+            cancelled_at=datetime(2099, 3, 9, 18, 0, tzinfo=UTC),
             reason="Unwell",
         ),
         a.DeleteAppointment(
@@ -163,7 +168,7 @@ EXAMPLES: dict[str, Message] = {
         a.AppointmentRescheduled(
             patient_id=PATIENT,
             appointment=APPOINTMENT_NOW.model_copy(
-                update={"version": 2, "starts_at": datetime(2026, 3, 11, 15, 0, tzinfo=UTC)}
+                update={"version": 2, "starts_at": datetime(2099, 3, 11, 15, 0, tzinfo=UTC)}
             ),
             previous_starts_at=STARTS_AT,
         ),
@@ -180,7 +185,7 @@ EXAMPLES: dict[str, Message] = {
                 update={"version": 4, "status": AppointmentStatus.CANCELLED}
             ),
             cancelled_by="patient",
-            cancelled_at=datetime(2026, 3, 9, 18, 0, tzinfo=UTC),
+            cancelled_at=datetime(2099, 3, 9, 18, 0, tzinfo=UTC),
             reason="Unwell",
         ),
         a.AppointmentDeleted(
@@ -275,7 +280,7 @@ EXAMPLES: dict[str, Message] = {
                 late_cancel_policy=PACKAGE_TERMS["late_cancel_policy"],
                 lines=[_line(1, i.LineStatus.OPEN, linked=False), OPEN_LINE],
                 balance=Balance(
-                    total=2, booked=0, used=0, remaining=2, expires_on=date(2026, 5, 30)
+                    total=2, booked=0, used=0, remaining=2, expires_on=date(2099, 5, 30)
                 ),
             ),
         ),
@@ -333,7 +338,7 @@ EXAMPLES: dict[str, Message] = {
             **{
                 **LINE_EVENT,
                 "balance": Balance(
-                    total=5, booked=1, used=1, remaining=3, expires_on=date(2026, 5, 30)
+                    total=5, booked=1, used=1, remaining=3, expires_on=date(2099, 5, 30)
                 ),
             },
             line=LINKED_LINE.model_copy(update={"version": 3, "status": i.LineStatus.USED}),

@@ -116,9 +116,8 @@ MultiLine = Annotated[
 # Ids of things Packline does not own (patients, practitioners, locations, fees, packages) are the
 # clinic system's own strings. Ids of things Packline creates are UUIDs chosen by the caller, so a
 # retried command names the same appointment or invoice.
-ExternalId = Annotated[
-    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
-]
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
+ExternalId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 PatientId = ExternalId
 PractitionerId = ExternalId
 LocationId = ExternalId
