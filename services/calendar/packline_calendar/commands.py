@@ -36,6 +36,7 @@ from packline_contracts.catalogue import (
     PractitionerDefined,
 )
 from packline_contracts.envelope import Envelope
+from packline_contracts.ids import derived_id
 from packline_contracts.types import Appointment, AppointmentStatus, PatientId
 from packline_core.consumer import MessageConsumer
 from packline_core.outbox import Transaction
@@ -108,13 +109,16 @@ async def book(tx: Transaction, envelope: Envelope[BookAppointment]) -> None:
         command.fee_ids,
     )
     if context.existing_patient_id is not None:
-        # The same booking sent again under a new message id: it was answered already.
+        # The same booking sent again under a new message id: its answer again, the very event
+        # (whoever applied it skips it by id; the sender sees it).
         same = (context.existing_patient_id, context.existing_starts_at) == (
             command.patient_id,
             command.starts_at,
         )
         if not same:
             refuse_booking(tx, command, Refusal(RefusalCode.INVALID, "appointment id in use"))
+        else:
+            await tx.resend(booked_id(command.appointment_id))
         return
     refusal = directory_refusal(command, context)
     if refusal or context.location_zone is None:
@@ -148,7 +152,16 @@ async def book(tx: Transaction, envelope: Envelope[BookAppointment]) -> None:
     if not await appointments.insert_unless_taken(tx.conn, appointment, command.booked_by):
         refusal, clashing = await describe_clash(tx, appointment)
         return refuse_booking(tx, command, refusal, clashing)
-    tx.publish(AppointmentBooked(patient_id=command.patient_id, appointment=appointment))
+    tx.publish(
+        AppointmentBooked(patient_id=command.patient_id, appointment=appointment),
+        message_id=booked_id(command.appointment_id),
+    )
+
+
+def booked_id(appointment_id: UUID) -> UUID:
+    """AppointmentBooked's message id: one per appointment, so a retried booking can be
+    answered with it again."""
+    return derived_id("answer", "booked", appointment_id)
 
 
 def directory_refusal(

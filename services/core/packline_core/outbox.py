@@ -87,6 +87,19 @@ class Transaction:
         )
         return envelope
 
+    async def resend(self, message_id: UUID) -> bool:
+        """Send again, under its own id, a message this service published before: the answer
+        to a command retried under a new message id (the same appointment or invoice). Whoever
+        applied it skips it by its id; the retrying sender sees its answer. False when it is no
+        longer kept (sent more than ``PACKLINE_OUTBOX_RETENTION_HOURS`` ago) or never published."""
+        resent = await self.conn.fetchval(
+            "WITH again AS (UPDATE outbox SET sent_at = NULL WHERE message_id = $1 RETURNING 1)"
+            " SELECT count(*) FROM again, pg_notify($2, '')",
+            message_id,
+            NOTIFY_CHANNEL,
+        )
+        return bool(resent)
+
     async def flush(self) -> None:
         """Write the buffered messages (called by the core just before commit)."""
         rows = self.take_rows()

@@ -131,11 +131,37 @@ async def define_package(tx: Transaction, envelope: Envelope[DefinePackage]) -> 
 # --- purchase and money -----------------------------------------------------------------------
 
 
+def answer_id(kind: str, business_id: UUID) -> UUID:
+    """The message id of the event that answers a purchase, payment or refund: named by its own
+    id, so a command retried under a new message id is answered by the same event, sent again."""
+    return derived_id("answer", kind, business_id)
+
+
+async def answered_again(
+    tx: Transaction, table: str, column: str, business_id: UUID, kind: str
+) -> bool:
+    """Whether this payment or refund was recorded before; if so its answer is sent again."""
+    assert (table, column) in {("payments", "payment_id"), ("refunds", "refund_id")}
+    if not await tx.conn.fetchval(f"SELECT 1 FROM {table} WHERE {column} = $1", business_id):
+        return False
+    await tx.resend(answer_id(kind, business_id))
+    return True
+
+
 async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str] | None:
     """R2: one line per session, restrictions from the package or chosen at sale. Returns why
     it was refused, as (field, reason), also published as InvoiceCommandRefused; or None."""
-    if await invoices.get_invoice(tx.conn, command.invoice_id) is not None:
-        return None  # issued before (a retried purchase): answered then
+    existing = await invoices.get_invoice(tx.conn, command.invoice_id)
+    if existing is not None:
+        if (existing["patient_id"], existing["package_id"]) != (
+            command.patient_id,
+            command.package_id,
+        ):
+            why = f"invoice id {command.invoice_id} is another sale's"
+            return refuse_sale(tx, command, "invoice_id", why)
+        # A retried purchase (a new message id, the same invoice): its answer again.
+        await tx.resend(answer_id("issued", command.invoice_id))
+        return None
     terms = await tx.conn.fetchval(
         "SELECT terms FROM packages WHERE package_id = $1", command.package_id
     )
@@ -207,7 +233,8 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
             patient_id=command.patient_id,
             invoice_id=command.invoice_id,
             invoice=await invoices.snapshot(tx.conn, command.invoice_id, invoices.moment(tx)),
-        )
+        ),
+        message_id=answer_id("issued", command.invoice_id),
     )
     return None
 
@@ -224,6 +251,8 @@ async def record_payment(tx: Transaction, envelope: Envelope[RecordPayment]) -> 
     command = envelope.payload
     invoice = await invoice_of(tx, command)
     if invoice is None:
+        return
+    if await answered_again(tx, "payments", "payment_id", command.payment_id, "payment"):
         return
     if invoice["status"] in ("void", "refunded"):
         return refuse(tx, command, f"the invoice is {invoice['status']}")
@@ -265,7 +294,8 @@ async def record_payment(tx: Transaction, envelope: Envelope[RecordPayment]) -> 
                 status, invoice["pay_before_use"], paid, invoice["price_cents"]
             ),
             balance=await invoices.balance(tx.conn, command.invoice_id, invoices.moment(tx)),
-        )
+        ),
+        message_id=answer_id("payment", command.payment_id),
     )
 
 
@@ -295,6 +325,8 @@ async def refund(tx: Transaction, envelope: Envelope[RefundPackageInvoice]) -> N
     command = envelope.payload
     invoice = await invoice_of(tx, command)
     if invoice is None:
+        return
+    if await answered_again(tx, "refunds", "refund_id", command.refund_id, "refund"):
         return
     refunded = invoice["refunded_cents"] + command.amount_cents
     if refunded > invoice["paid_cents"]:
@@ -336,7 +368,8 @@ async def refund(tx: Transaction, envelope: Envelope[RefundPackageInvoice]) -> N
                 status, invoice["pay_before_use"], invoice["paid_cents"], invoice["price_cents"]
             ),
             balance=await invoices.balance(tx.conn, command.invoice_id, invoices.moment(tx)),
-        )
+        ),
+        message_id=answer_id("refund", command.refund_id),
     )
 
 
