@@ -622,13 +622,26 @@ async def wait_for_lines(driver: Driver, lines: int) -> None:
         await asyncio.sleep(1)
 
 
+class Phases:
+    """Says which phase runs, how far the benchmark is and for how long it has run."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.started = total, 0, time.monotonic()
+
+    def __call__(self, what: str) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        print(f"[bench {elapsed:5.0f} s] phase {self.done}/{self.total}: {what}", flush=True)
+
+
 async def main(config: Config) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "quick": config.quick}
-    print("baselines ...", flush=True)
+    phase = Phases(5 + len(config.rates) + 2 * len(config.line_steps))
+    phase("baselines")
     results["baseline_kafka"] = await kafka_baseline(config, run_id)
     results["baseline_postgres"] = await postgres_baseline(config, run_id)
-    print("starting the system ...", flush=True)
+    phase("starting the system")
     system = await start_system(config, run_id)
     driver = Driver(system)
     await driver.start()
@@ -640,10 +653,10 @@ async def main(config: Config) -> dict[str, Any]:
         await wait_for_lines(driver, first)
         results["fixed_rates"] = []
         for rate in config.rates:
-            print(f"fixed rate {rate}/s ...", flush=True)
+            phase(f"fixed rate {rate}/s")
             await ensure_free(driver, int(rate * config.rate_seconds))
             results["fixed_rates"].append(await fixed_rate(driver, rate, config.rate_seconds))
-        print("highest rate, one matcher ...", flush=True)
+        phase("highest rate, one matcher")
         await ensure_free(driver, 2 * config.max_bookings)
         if config.profile:
             profiling = asyncio.create_task(profile(system, 15))
@@ -653,7 +666,7 @@ async def main(config: Config) -> dict[str, Any]:
         second = Process("matcher#2", system.processes["matcher"].env, 18084)
         await second.start()
         system.processes["matcher#2"] = second
-        print("highest rate, two matchers ...", flush=True)
+        phase("highest rate, two matchers")
         results["max_two_matchers"] = await max_rate(driver, config.max_bookings)
         await second.stop()
         del system.processes["matcher#2"]
@@ -661,10 +674,10 @@ async def main(config: Config) -> dict[str, Any]:
         for lines in config.line_steps:
             have = await driver.lines_in_databases()
             if lines > have:
-                print(f"buying packages up to {lines} lines ...", flush=True)
+                phase(f"buying packages up to {lines} lines")
                 await driver.buy((lines - have) // SESSIONS)
                 await wait_for_lines(driver, lines)
-            print(f"cost at {lines} lines ...", flush=True)
+            phase(f"cost at {lines} lines")
             await ensure_free(driver, int(200 * config.rate_seconds))
             step = await fixed_rate(driver, 200, config.rate_seconds)
             results["scaling"].append(
@@ -674,7 +687,7 @@ async def main(config: Config) -> dict[str, Any]:
                     "to_link_ms": step["to_link_ms"],
                 }
             )
-        print(f"backlog of {config.backlog} ...", flush=True)
+        phase(f"backlog of {config.backlog}")
         await ensure_free(driver, config.backlog + 2_000)
         results["backlog"] = await backlog(driver, config.backlog)
     finally:

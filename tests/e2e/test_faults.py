@@ -370,12 +370,17 @@ class Faults:
 
     async def run(self) -> None:
         for round_number in range(ROUNDS):
-            for name, inject in self.schedule(round_number):
+            schedule = self.schedule(round_number)
+            for number, (name, inject) in enumerate(schedule, 1):
                 await asyncio.sleep(self.rng.uniform(0.5, 4.0))  # a random moment
                 started = time.monotonic()
                 await inject()
                 await self.probe_everywhere()
                 self.recovery.append((name, time.monotonic() - started))
+                progress(
+                    f"round {round_number + 1}/{ROUNDS}, fault {number}/{len(schedule)}: {name},"
+                    f" recovered in {time.monotonic() - started:.1f} s"
+                )
 
     def _killer(self, name: str) -> Callable[[], Awaitable[None]]:
         async def fault() -> None:
@@ -462,6 +467,14 @@ class Faults:
 # --- the test -------------------------------------------------------------------------------
 
 
+STARTED = [time.monotonic()]  # reset when the test starts
+
+
+def progress(text: str) -> None:
+    """What the soak is doing, as it goes (shown by 'deploy/packline faults', which runs -s)."""
+    print(f"[faults {time.monotonic() - STARTED[0]:6.0f} s] {text}", flush=True)
+
+
 @pytest.mark.timeout(1800)
 async def test_nothing_is_lost_or_applied_twice_under_faults(
     infrastructure: Infrastructure,
@@ -469,6 +482,7 @@ async def test_nothing_is_lost_or_applied_twice_under_faults(
     create_database: CreateDatabase,
     tmp_path: Path,
 ) -> None:
+    STARTED[0] = time.monotonic()
     print(f"\nfault suite: seed {SEED} (PACKLINE_FAULT_SEED={SEED} repeats this schedule)")
     rng = random.Random(SEED)
     env = {
@@ -501,10 +515,17 @@ async def test_nothing_is_lost_or_applied_twice_under_faults(
 
             async def workload() -> None:
                 patients = []
-                for n in range(PATIENTS * ROUNDS):
+                total = PATIENTS * ROUNDS
+                for n in range(total):
                     patients.append(asyncio.create_task(clinic.run(n)))
+                    if (n + 1) % 20 == 0 or n + 1 == total:
+                        progress(
+                            f"patients started {n + 1}/{total},"
+                            f" about {(total - n - 1) * 0.5:.0f} s of workload left"
+                        )
                     await asyncio.sleep(0.5)  # a steady pace, so faults land mid-workload
                 await asyncio.gather(*patients)
+                progress("workload done; waiting for every effect and for the services to agree")
 
             await asyncio.gather(workload(), faults.run())
             await clinic.http.aclose()
