@@ -77,9 +77,21 @@ class PacklineProducer:
             self.topic_prefix + message.TOPIC.name,
             value=record.value,
             key=record.key,
-            headers=record.headers,
+            headers=record.headers + _trace_headers(),
         )
         return envelope
+
+
+def _trace_headers() -> list[tuple[str, bytes]]:
+    """The caller's current OpenTelemetry trace as a W3C ``traceparent`` header, so Packline's
+    spans for this message join it; nothing when OpenTelemetry is not installed."""
+    try:
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    except ImportError:
+        return []
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return [(name, value.encode()) for name, value in carrier.items()]
 
 
 class PacklineConsumer:

@@ -47,10 +47,13 @@ from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStat
 from aiokafka.partitioner import murmur2
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind
 from packline_contracts.envelope import Envelope, InvalidMessage, Message, decode
 from packline_contracts.topics import Consumer
 
-from packline_core import inbox, records
+from packline_core import inbox, records, tracing
 from packline_core.db import Connection
 from packline_core.deadletters import DeadLetterPublisher
 from packline_core.errors import ArgumentError, Rejected, ShuttingDown, is_permanent, is_transient
@@ -93,6 +96,7 @@ class ConsumerSettings:
 class Item:
     record: ConsumerRecord[bytes, bytes]
     envelope: Envelope[Any]
+    trace: Context | None = None  # its consume span's: the parent of its apply span
 
     @property
     def delivery(self) -> inbox.Delivery:
@@ -225,24 +229,68 @@ class MessageConsumer:
         started = time.monotonic()
         items: list[Item] = []
         for record in batch:
+            # A child of the trace the record's headers carry (none, or unreadable: a new one).
+            span = self._consume_span(record)
             try:
-                envelope = decode(record.value, record.headers, record.key, require_key=True)
-                _check_partition(record, partitions_of(record.topic))
-            except InvalidMessage as error:
-                await self._refuse(record, f"invalid message: {error}", error, attempts=1)
-                continue
-            except Exception as error:  # whatever reading a hostile record raises: set it aside
-                reason = f"unreadable message: {type(error).__name__}: {error}"
-                await self._refuse(record, reason[:500], error, attempts=1)
-                continue
-            if type(envelope.payload) not in self.handlers:
-                metrics.ignored.labels(self.name, envelope.message_type).inc()
-                continue
-            items.append(Item(record, envelope))
+                with tracing.current(span):  # a refusal's logs carry the trace
+                    item = await self._read(record, span, partitions_of)
+            finally:
+                span.end()
+            if item is not None:
+                items.append(item)
         if items:
             await self._apply(items)
         metrics.batch_size.labels(self.name).observe(len(batch))
         metrics.batch_seconds.labels(self.name).observe(time.monotonic() - started)
+
+    async def _read(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        span: Span,
+        partitions_of: Callable[[str], set[int] | None],
+    ) -> Item | None:
+        """The record decoded, or None: refused (dead-lettered) or of a type not handled here."""
+        try:
+            envelope = decode(record.value, record.headers, record.key, require_key=True)
+            _check_partition(record, partitions_of(record.topic))
+        except InvalidMessage as error:
+            reason = f"invalid message: {error}"
+            tracing.fail(span, reason)
+            await self._refuse(record, reason, error, attempts=1)
+            return None
+        except Exception as error:  # whatever reading a hostile record raises: set it aside
+            reason = f"unreadable message: {type(error).__name__}: {error}"[:500]
+            tracing.fail(span, reason)
+            await self._refuse(record, reason, error, attempts=1)
+            return None
+        span.set_attributes(
+            {
+                "messaging.message.id": str(envelope.message_id),
+                "packline.message_type": envelope.message_type,
+                "packline.correlation_id": str(envelope.correlation_id),
+            }
+        )
+        if type(envelope.payload) not in self.handlers:
+            span.set_attribute("packline.ignored", True)
+            self.service.metrics.ignored.labels(self.name, envelope.message_type).inc()
+            return None
+        return Item(record, envelope, trace.set_span_in_context(span))
+
+    def _consume_span(self, record: ConsumerRecord[bytes, bytes]) -> Span:
+        return self.service.tracing.start(
+            f"consume {record.topic}",
+            parent=tracing.context_from_headers(record.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+                "messaging.kafka.message.key": (record.key or b"")[:128].decode(errors="replace"),
+                "packline.consumer": self.name,
+            },
+        )
 
     async def _apply(self, items: list[Item]) -> None:
         attempt = 0
@@ -292,21 +340,37 @@ class MessageConsumer:
                 [item.delivery for item in items],
             )
             for item in items:
-                message_id = item.envelope.message_id
-                if message_id not in fresh:
-                    metrics.deduplicated.labels(self.name, item.envelope.message_type).inc()
-                    continue
-                fresh.discard(message_id)  # the same message twice in one batch: apply once
-                tx = self.service.new_transaction(conn, causation=item.envelope)
-                with structlog.contextvars.bound_contextvars(**_ids(item)):
-                    await self.handlers[type(item.envelope.payload)](tx, item.envelope)
-                published.extend(tx.take_rows())
-                applied.append(item)
+                # Current while the handler runs: what it publishes carries this span's context.
+                with self._apply_span(item) as span:
+                    message_id = item.envelope.message_id
+                    if message_id not in fresh:
+                        span.set_attribute("packline.duplicate", True)
+                        metrics.deduplicated.labels(self.name, item.envelope.message_type).inc()
+                        continue
+                    fresh.discard(message_id)  # the same message twice in one batch: apply once
+                    tx = self.service.new_transaction(conn, causation=item.envelope)
+                    with structlog.contextvars.bound_contextvars(**_ids(item)):
+                        await self.handlers[type(item.envelope.payload)](tx, item.envelope)
+                    published.extend(tx.take_rows())
+                    applied.append(item)
             # One outbox write (one lock round trip, one insert) for the whole batch.
             if published:
                 await write_rows(conn, published)
         for item in applied:  # counted once committed
             metrics.handled.labels(self.name, item.envelope.message_type).inc()
+
+    def _apply_span(self, item: Item) -> contextlib.AbstractContextManager[Span]:
+        envelope = item.envelope
+        return self.service.tracing.current_span(
+            f"apply {envelope.message_type}",
+            parent=item.trace,
+            attributes={
+                "messaging.message.id": str(envelope.message_id),
+                "packline.message_type": envelope.message_type,
+                "packline.correlation_id": str(envelope.correlation_id),
+                "packline.consumer": self.name,
+            },
+        )
 
     async def _refuse(
         self, record: ConsumerRecord[bytes, bytes], reason: str, error: BaseException, attempts: int

@@ -28,8 +28,10 @@ from uuid import UUID
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
+from opentelemetry.trace import Span, SpanKind
 from packline_contracts.envelope import Envelope, Message, encode
 
+from packline_core import tracing
 from packline_core.db import Connection
 from packline_core.errors import is_transient
 from packline_core.kafka import KafkaSettings, client_options
@@ -49,6 +51,8 @@ class OutboxRow:
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
+    # The trace context current when it was published (JSON; see packline_core.tracing).
+    trace_context: str | None = None
 
 
 class Transaction:
@@ -83,6 +87,7 @@ class Transaction:
                 record.key,
                 record.value,
                 record.headers,
+                tracing.current_context_json(),
             )
         )
         return envelope
@@ -123,15 +128,17 @@ async def write_rows(conn: Connection, rows: Sequence[OutboxRow]) -> None:
     )
     await conn.execute(
         "WITH written AS ("
-        " INSERT INTO outbox (message_id, topic, kafka_key, value, headers)"
-        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])"
+        " INSERT INTO outbox (message_id, topic, kafka_key, value, headers, trace_context)"
+        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[],"
+        " $6::jsonb[])"
         " ON CONFLICT (message_id) DO NOTHING RETURNING 1)"
-        " SELECT pg_notify($6, '') WHERE EXISTS (SELECT 1 FROM written)",
+        " SELECT pg_notify($7, '') WHERE EXISTS (SELECT 1 FROM written)",
         [row.message_id for row in rows],
         [row.topic for row in rows],
         [row.key for row in rows],
         [row.value for row in rows],
         [json.dumps([[name, value.decode()] for name, value in row.headers]) for row in rows],
+        [row.trace_context for row in rows],
         NOTIFY_CHANNEL,
     )
 
@@ -168,6 +175,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.is_leader = False
+        self.tracing: tracing.Tracing | None = None  # set by tracing.install
 
     def stop(self) -> None:
         self._stopping.set()
@@ -241,24 +249,40 @@ class OutboxRelay:
 
     async def publish_batch(self, conn: Connection, producer: AIOKafkaProducer) -> int:
         rows = await conn.fetch(
-            "SELECT id, topic, kafka_key, value, headers FROM outbox"
+            "SELECT id, message_id, topic, kafka_key, value, headers, trace_context FROM outbox"
             " WHERE sent_at IS NULL ORDER BY id LIMIT $1",
             self.settings.batch_size,
         )
         if not rows:
             return 0
-        # Queue every record first (aiokafka batches them per partition), then wait for all
-        # acknowledgements; the idempotent producer keeps each partition's order on retries.
-        deliveries = [
-            await producer.send(
-                row["topic"],
-                value=row["value"],
-                key=row["kafka_key"],
-                headers=[(name, value.encode()) for name, value in json.loads(row["headers"])],
-            )
-            for row in rows
-        ]
-        await asyncio.gather(*deliveries)
+        # One publish span per row, a child of the context the row kept; its context goes in
+        # the record's headers, so the consumer's spans continue the same trace.
+        spans = [self._publish_span(row) for row in rows]
+        try:
+            # Queue every record first (aiokafka batches them per partition), then wait for all
+            # acknowledgements; the idempotent producer keeps each partition's order on retries.
+            deliveries = [
+                await producer.send(
+                    row["topic"],
+                    value=row["value"],
+                    key=row["kafka_key"],
+                    headers=[
+                        *((name, value.encode()) for name, value in json.loads(row["headers"])),
+                        *(tracing.kafka_headers(span) if span is not None else ()),
+                    ],
+                )
+                for row, span in zip(rows, spans, strict=True)
+            ]
+            await asyncio.gather(*deliveries)
+        except BaseException as error:
+            for span in spans:
+                if span is not None:
+                    tracing.fail(span, error)
+            raise
+        finally:
+            for span in spans:
+                if span is not None:
+                    span.end()
         # A crash here publishes these rows again on restart: consumers drop the repeats.
         if self.settings.crash_file is not None and self.settings.crash_file.exists():
             self.settings.crash_file.unlink(missing_ok=True)
@@ -267,6 +291,23 @@ class OutboxRelay:
         await self.mark_sent(conn, [row["id"] for row in rows])
         self.metrics.outbox_published.inc(len(rows))
         return len(rows)
+
+    def _publish_span(self, row: Any) -> Span | None:
+        if self.tracing is None:
+            return None
+        return self.tracing.start(
+            f"publish {row['topic']}",
+            parent=tracing.context_from_json(row["trace_context"]),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": row["topic"],
+                "messaging.kafka.message.key": bytes(row["kafka_key"]).decode(errors="replace"),
+                "messaging.message.id": str(row["message_id"]),
+                "packline.outbox_id": row["id"],
+            },
+        )
 
     async def mark_sent(self, conn: Connection, ids: list[int]) -> None:
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", ids)

@@ -24,7 +24,7 @@ from packline_contracts import registry  # noqa: F401  (registers every message 
 from packline_contracts.envelope import Envelope
 from packline_contracts.topics import consumer as consumer_spec
 
-from packline_core import deadletters, migrations
+from packline_core import deadletters, migrations, tracing
 from packline_core.auth import protect
 from packline_core.body_limit import BodyLimit
 from packline_core.consumer import ConsumerSettings, MessageConsumer
@@ -80,6 +80,7 @@ class Service:
         protect(self.http, settings)
         install_error_answers(self.http)
         self.http.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
+        self.tracing = tracing.install(self)  # spans for HTTP, consume, apply, publish
         self._pool: asyncpg.Pool | None = None
         self._relay_task: asyncio.Task[None] | None = None
         self._watch_tasks: list[asyncio.Task[None]] = []

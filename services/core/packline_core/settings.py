@@ -100,6 +100,13 @@ class ServiceSettings(KafkaSettings):
     open_operations: bool = Field(
         default=True, description="Health and metrics answer without a token."
     )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Export traces over OTLP/HTTP to this collector (its base URL, e.g. "
+        "http://otel-collector:4318; /v1/traces is added). Unset: the standard "
+        "OTEL_EXPORTER_OTLP_ENDPOINT, or no export (the trace context is still carried).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     instance_id: str = Field(

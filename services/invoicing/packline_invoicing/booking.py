@@ -43,6 +43,7 @@ from packline_core.consumer import MessageConsumer
 from packline_core.http_errors import invalid
 from packline_core.outbox import Transaction
 from packline_core.service import Service
+from packline_core.tracing import http_headers
 from pydantic import BaseModel, Field, SecretStr
 
 from packline_invoicing import commands, directory, invoices, rules
@@ -176,7 +177,7 @@ def register_booking(
         if zone is not None:
             params["location_id"] = location
         async with httpx.AsyncClient(base_url=calendar_url, headers=headers, timeout=5) as client:
-            answer = await client.get("/availability", params=params)
+            answer = await client.get("/availability", params=params, headers=http_headers())
         if answer.status_code != 200:
             raise HTTPException(
                 502 if answer.status_code >= 500 else answer.status_code, f"calendar: {answer.text}"
