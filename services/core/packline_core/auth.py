@@ -3,8 +3,9 @@
 Every request needs ``Authorization: Bearer <token>`` with one of the configured tokens (several,
 comma-separated, so a token can be rotated without downtime): 401 without one, 403 with a wrong
 one. Liveness, readiness and metrics stay open for probes and Prometheus unless
-``PACKLINE_OPEN_OPERATIONS=false``. With no token configured the API is open, which the service
-says loudly at start: for development only.
+``PACKLINE_OPEN_OPERATIONS=false``. The OpenAPI document and Swagger UI (``/docs``) are always
+open: they hold no data, and the calls made from Swagger UI carry the token. With no token
+configured the API is open, which the service says loudly at start: for development only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
+from packline_core.openapi import is_documentation
 from packline_core.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -29,10 +31,10 @@ class StaffTokens(BaseHTTPMiddleware):
         super().__init__(app)  # type: ignore[arg-type]
         secret = settings.staff_tokens.get_secret_value() if settings.staff_tokens else ""
         self.tokens = [token.strip().encode() for token in secret.split(",") if token.strip()]
-        self.open_paths = OPERATIONS if settings.open_operations else ()
+        self.open_paths = open_paths(settings)
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if not self.tokens or request.url.path in self.open_paths:
+        if not self.tokens or not needs_token(request.url.path, self.open_paths):
             return await call_next(request)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
@@ -45,6 +47,15 @@ class StaffTokens(BaseHTTPMiddleware):
         if not any(hmac.compare_digest(presented, known) for known in self.tokens):
             return JSONResponse({"detail": "this token is not allowed here"}, status_code=403)
         return await call_next(request)
+
+
+def needs_token(path: str, open_paths: tuple[str, ...]) -> bool:
+    """Whether a request for ``path`` must carry a staff token (when tokens are configured)."""
+    return path not in open_paths and not is_documentation(path)
+
+
+def open_paths(settings: ServiceSettings) -> tuple[str, ...]:
+    return OPERATIONS if settings.open_operations else ()
 
 
 def protect(app: object, settings: ServiceSettings) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
+from packline_core.openapi import Alive, Readiness
 from packline_core.service import Service
 
 
@@ -18,11 +19,16 @@ def register_health(service: Service) -> None:
     async def metrics() -> Response:
         return service.metrics.response()
 
-    @service.http.get("/health/live", tags=["operations"])
+    @service.http.get("/health/live", tags=["operations"], response_model=Alive)
     async def live() -> dict[str, str]:
         return {"status": "alive", "service": service.name}
 
-    @service.http.get("/health/ready", tags=["operations"])
+    @service.http.get(
+        "/health/ready",
+        tags=["operations"],
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready: the checks say why."}},
+    )
     async def ready() -> Response:
         checks = await service.ready()
         healthy = all(value == "ok" for value in checks.values())

@@ -16,6 +16,7 @@ from fastapi import HTTPException
 from packline_contracts.envelope import Envelope
 from packline_contracts.probes import ProbeSent
 
+from packline_core.openapi import NOT_FOUND, ProbeReceived
 from packline_core.outbox import Transaction
 from packline_core.service import Service
 
@@ -42,7 +43,12 @@ def register_probes(service: Service) -> None:
             tx.publish(probe)
         return probe
 
-    @service.http.get("/ops/probes/{probe_id}", tags=["operations"])
+    @service.http.get(
+        "/ops/probes/{probe_id}",
+        tags=["operations"],
+        response_model=ProbeReceived,
+        responses=NOT_FOUND,
+    )
     async def probe_received(probe_id: UUID) -> dict[str, Any]:
         row = await service.pool.fetchrow(
             "SELECT sent_by, received_at FROM ops_probe_received WHERE probe_id = $1", probe_id

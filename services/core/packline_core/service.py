@@ -24,8 +24,8 @@ from packline_contracts import registry  # noqa: F401  (registers every message 
 from packline_contracts.envelope import Envelope
 from packline_contracts.topics import consumer as consumer_spec
 
-from packline_core import deadletters, migrations, tracing
-from packline_core.auth import protect
+from packline_core import deadletters, migrations, openapi, tracing
+from packline_core.auth import needs_token, open_paths, protect
 from packline_core.body_limit import BodyLimit
 from packline_core.consumer import ConsumerSettings, MessageConsumer
 from packline_core.db import Connection
@@ -76,7 +76,11 @@ class Service:
             ),
         )
         self.consumers: list[MessageConsumer] = []
-        self.http = FastAPI(title=f"Packline {name}", lifespan=self._lifespan)
+        # /docs: Swagger UI from local assets (packline_core.openapi), not FastAPI's CDN pages.
+        self.http = FastAPI(
+            title=f"Packline {name}", lifespan=self._lifespan, docs_url=None, redoc_url=None
+        )
+        openapi.install(self.http, protected=lambda path: needs_token(path, open_paths(settings)))
         protect(self.http, settings)
         install_error_answers(self.http)
         self.http.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
