@@ -12,16 +12,23 @@ from fastapi import HTTPException, Query
 from packline_contracts import clinic_time
 from packline_contracts.types import Day, Instant, LocationId, Minutes, PatientId, PractitionerId
 from packline_core.http_errors import invalid
+from packline_core.openapi import NOT_FOUND, Link
 from packline_core.service import Service
 
 from packline_calendar import appointments
 from packline_calendar.patients import patient_names
+from packline_calendar.responses import AppointmentShown, Availability, Directory, FeeShown
 
 
 def register_http(service: Service) -> None:
     http = service.http
 
-    @http.get("/appointments/{appointment_id}", tags=["appointments"])
+    @http.get(
+        "/appointments/{appointment_id}",
+        tags=["appointments"],
+        response_model=AppointmentShown,
+        responses=NOT_FOUND,
+    )
     async def appointment_panel(appointment_id: UUID) -> dict[str, Any]:
         """The appointment as the panel shows it, with the package it redeems (R4)."""
         async with service.pool.acquire() as conn:
@@ -38,7 +45,7 @@ def register_http(service: Service) -> None:
             "package": package_note(note),
         }
 
-    @http.get("/fees", tags=["appointments"])
+    @http.get("/fees", tags=["appointments"], response_model=list[FeeShown])
     async def fees() -> list[dict[str, Any]]:
         """The fees an appointment can have (from invoicing's catalogue), with their durations."""
         rows = await service.pool.fetch(
@@ -46,7 +53,7 @@ def register_http(service: Service) -> None:
         )
         return [dict(row) for row in rows]
 
-    @http.get("/links", tags=["operations"])
+    @http.get("/links", tags=["operations"], response_model=list[Link])
     async def links() -> list[dict[str, Any]]:
         """Every package note that says an appointment redeems a line (for reconcile)."""
         rows = await service.pool.fetch(
@@ -55,13 +62,22 @@ def register_http(service: Service) -> None:
         )
         return [dict(row) for row in rows]
 
-    @http.get("/patients/{patient_id}/appointments", tags=["appointments"])
+    @http.get(
+        "/patients/{patient_id}/appointments",
+        tags=["appointments"],
+        response_model=list[AppointmentShown],
+    )
     async def patient_appointments(patient_id: PatientId) -> list[dict[str, Any]]:
         return await with_notes(
             "patient_id = $1 AND status <> 'deleted' ORDER BY starts_at", patient_id
         )
 
-    @http.get("/appointments", tags=["appointments"])
+    @http.get(
+        "/appointments",
+        tags=["appointments"],
+        response_model=list[AppointmentShown],
+        responses=NOT_FOUND,
+    )
     async def calendar_view(
         starts_from: Annotated[Instant | None, Query(alias="from")] = None,
         until: Annotated[Instant | None, Query(alias="to")] = None,
@@ -102,7 +118,7 @@ def register_http(service: Service) -> None:
             location_id,
         )
 
-    @http.get("/directory", tags=["appointments"])
+    @http.get("/directory", tags=["appointments"], response_model=Directory)
     async def directory() -> dict[str, list[dict[str, Any]]]:
         """The practitioners and locations a calendar can show and book."""
         async with service.pool.acquire() as conn:
@@ -137,7 +153,14 @@ def register_http(service: Service) -> None:
             for row in rows
         ]
 
-    @http.get("/availability", tags=["appointments"])
+    @http.get(
+        "/availability",
+        tags=["appointments"],
+        response_model=Availability,
+        # Local times and the clash only when there are: absent, not null, otherwise.
+        response_model_exclude_unset=True,
+        responses=NOT_FOUND,
+    )
     async def check_availability(
         practitioner_id: PractitionerId,
         duration_minutes: Minutes,

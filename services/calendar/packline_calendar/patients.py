@@ -35,8 +35,11 @@ from packline_contracts.types import Day, PatientId
 from packline_core.consumer import MessageConsumer
 from packline_core.db import Connection
 from packline_core.http_errors import invalid
+from packline_core.openapi import NOT_FOUND
 from packline_core.outbox import Transaction
 from packline_core.service import Service
+
+from packline_calendar.responses import PatientEntry, PatientPage
 
 # --- normalising names ------------------------------------------------------------------------
 
@@ -172,7 +175,7 @@ TOP = "\U0010ffff"
 def register_patient_search(service: Service) -> None:
     http = service.http
 
-    @http.get("/patients", tags=["patients"])
+    @http.get("/patients", tags=["patients"], response_model=PatientPage)
     async def find_patients(
         request: Request,
         name: Annotated[str | None, Query(max_length=200)] = None,
@@ -239,7 +242,12 @@ def register_patient_search(service: Service) -> None:
             "next": f"{following.path}?{following.query}" if following else None,
         }
 
-    @http.get("/patients/{patient_id}", tags=["patients"])
+    @http.get(
+        "/patients/{patient_id}",
+        tags=["patients"],
+        response_model=PatientEntry,
+        responses=NOT_FOUND,
+    )
     async def patient_entry(patient_id: PatientId) -> dict[str, Any]:
         """The patient's directory entry. 404 when the directory has no entry for the id (yet):
         appointments are booked for any patient id, so such a patient may well exist."""

@@ -34,14 +34,24 @@ from packline_contracts.types import (
     PatientId,
     PractitionerId,
 )
+from packline_core import openapi
 from packline_core.http_errors import install_error_answers, invalid
+from packline_core.openapi import BAD_GATEWAY
 from pydantic import BaseModel, Field
 
+from packline_console.responses import CommandSent, ConsoleAlive
 from packline_console.settings import ConsoleSettings
 
 STATIC = Path(__file__).parent / "static"
 SERVICES = ("calendar", "invoicing", "matcher")
 COMMANDS: list[str | Enum] = ["calendar commands"]
+DESCRIPTION = """The staff console's own routes: the calendar commands staff give, published on
+the calendar's command topic (the token is checked by asking the calendar).
+
+Not listed here: `/api/{service}/{path}` (GET, PUT, POST, DELETE) passes a request on unchanged,
+with the caller's token, to `service` (calendar, invoicing or matcher) at `/{path}`, and answers
+what that service answers: see each service's own document at its `/docs`. 404 for another
+`service`, 502 when the service does not answer."""
 
 
 class Booking(BaseModel):
@@ -90,7 +100,15 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             state["http"], state["producer"] = client, producer
             yield
 
-    app = FastAPI(title="Packline staff console", lifespan=lifespan)
+    app = FastAPI(
+        title="Packline staff console",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    # The commands need the staff token (the calendar checks it); /docs from local assets.
+    openapi.install(app, protected=lambda path: path.startswith("/commands/"), limits_bodies=False)
     install_error_answers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -98,11 +116,16 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/health/live", tags=["operations"])
+    @app.get("/health/live", tags=["operations"], response_model=ConsoleAlive)
     async def live() -> dict[str, str]:
         return {"status": "live"}
 
-    @app.api_route("/api/{service}/{path:path}", methods=["GET", "PUT", "POST", "DELETE"])
+    # Not in this document: each service's own document describes what passes through.
+    @app.api_route(
+        "/api/{service}/{path:path}",
+        methods=["GET", "PUT", "POST", "DELETE"],
+        include_in_schema=False,
+    )
     async def pass_through(service: str, path: str, request: Request) -> Response:
         """The services' own APIs, unchanged, with the staff member's own token."""
         if service not in SERVICES:
@@ -146,7 +169,13 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             raise HTTPException(502, f"the calendar service answered {answer.status_code}")
         return dict(answer.json())
 
-    @app.post("/commands/appointments", status_code=202, tags=COMMANDS)
+    @app.post(
+        "/commands/appointments",
+        status_code=202,
+        tags=COMMANDS,
+        response_model=CommandSent,
+        responses=BAD_GATEWAY,
+    )
     async def book(booking: Booking, request: Request) -> dict[str, Any]:
         """New appointment in the calendar (R4): the matcher links it to a package line."""
         directory = await calendar_directory(request)
@@ -169,7 +198,13 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         )
         return {"appointment_id": appointment_id, "status": "requested"}
 
-    @app.post("/commands/appointments/{appointment_id}/cancel", status_code=202, tags=COMMANDS)
+    @app.post(
+        "/commands/appointments/{appointment_id}/cancel",
+        status_code=202,
+        tags=COMMANDS,
+        response_model=CommandSent,
+        responses=BAD_GATEWAY,
+    )
     async def cancel(appointment_id: UUID, change: Change, request: Request) -> dict[str, Any]:
         """Cancel (R9): its package line is released."""
         actor = await staff_only(request)
@@ -183,7 +218,13 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         )
         return {"appointment_id": appointment_id, "status": "cancel requested"}
 
-    @app.post("/commands/appointments/{appointment_id}/delete", status_code=202, tags=COMMANDS)
+    @app.post(
+        "/commands/appointments/{appointment_id}/delete",
+        status_code=202,
+        tags=COMMANDS,
+        response_model=CommandSent,
+        responses=BAD_GATEWAY,
+    )
     async def delete(appointment_id: UUID, change: Change, request: Request) -> dict[str, Any]:
         """Delete (R9): its package line is released."""
         actor = await staff_only(request)

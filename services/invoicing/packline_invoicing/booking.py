@@ -41,12 +41,19 @@ from packline_contracts.types import (
 )
 from packline_core.consumer import MessageConsumer
 from packline_core.http_errors import invalid
+from packline_core.openapi import BAD_GATEWAY, CONFLICT, NOT_FOUND
 from packline_core.outbox import Transaction
 from packline_core.service import Service
 from packline_core.tracing import http_headers
 from pydantic import BaseModel, Field, SecretStr
 
 from packline_invoicing import commands, directory, invoices, rules
+from packline_invoicing.responses import (
+    Availability,
+    BookingRequested,
+    LineOpened,
+    RequestReleased,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -147,7 +154,14 @@ def register_booking(
             raise HTTPException(404, f"no line {line_id} on invoice {invoice_id}")
         return line
 
-    @http.get("/invoices/{invoice_id}/lines/{line_id}/availability", tags=["book from the invoice"])
+    @http.get(
+        "/invoices/{invoice_id}/lines/{line_id}/availability",
+        tags=["book from the invoice"],
+        response_model=Availability,
+        # Local times and the clash only when there are: absent, not null, otherwise.
+        response_model_exclude_unset=True,
+        responses=NOT_FOUND | CONFLICT | BAD_GATEWAY,
+    )
     async def check_availability(
         invoice_id: UUID,
         line_id: UUID,
@@ -188,6 +202,8 @@ def register_booking(
         "/invoices/{invoice_id}/lines/{line_id}/appointment",
         status_code=202,
         tags=["book from the invoice"],
+        response_model=BookingRequested,
+        responses=NOT_FOUND | CONFLICT,
     )
     async def book_from_line(
         invoice_id: UUID, line_id: UUID, booking: LineBooking
@@ -260,7 +276,10 @@ def register_booking(
         }
 
     @http.delete(
-        "/invoices/{invoice_id}/lines/{line_id}/appointment", tags=["book from the invoice"]
+        "/invoices/{invoice_id}/lines/{line_id}/appointment",
+        tags=["book from the invoice"],
+        response_model=LineOpened,
+        responses=NOT_FOUND | CONFLICT,
     )
     async def unassign_line(
         invoice_id: UUID, line_id: UUID, unassigned_by: Actor
@@ -289,6 +308,8 @@ def register_booking(
     @http.delete(
         "/invoices/{invoice_id}/lines/{line_id}/booking-request",
         tags=["book from the invoice"],
+        response_model=RequestReleased,
+        responses=NOT_FOUND | CONFLICT,
         summary="Release a booking request the calendar has not answered: the line is open"
         " again, with who released it and why on the line",
     )

@@ -10,13 +10,16 @@ from uuid import UUID, uuid4
 
 from fastapi import HTTPException
 from packline_contracts import clinic_time, wording
+from packline_contracts.catalogue import Package
 from packline_contracts.invoices import IssuePackageInvoice, PackageInvoice, PurchaseChannel
 from packline_contracts.types import Actor, LocationId, PackageId, PatientId, Restriction
 from packline_core.http_errors import invalid
+from packline_core.openapi import NOT_FOUND, Link
 from packline_core.service import Service
 from pydantic import BaseModel, Field
 
 from packline_invoicing import commands, invoices
+from packline_invoicing.responses import InvoiceShown
 
 
 class Sale(BaseModel):
@@ -38,7 +41,7 @@ class Sale(BaseModel):
 def register_http(service: Service) -> None:
     http = service.http
 
-    @http.post("/invoices", status_code=201, tags=["package invoices"])
+    @http.post("/invoices", status_code=201, tags=["package invoices"], response_model=InvoiceShown)
     async def sell_package(sale: Sale) -> dict[str, Any]:
         command = IssuePackageInvoice(
             patient_id=sale.patient_id,
@@ -59,14 +62,21 @@ def register_http(service: Service) -> None:
             invoice = await invoices.snapshot(tx.conn, sale.invoice_id, command.issued_at)
         return shown(invoice)
 
-    @http.get("/invoices/{invoice_id}", tags=["package invoices"])
+    @http.get(
+        "/invoices/{invoice_id}",
+        tags=["package invoices"],
+        response_model=InvoiceShown,
+        responses=NOT_FOUND,
+    )
     async def package_invoice(invoice_id: UUID) -> dict[str, Any]:
         async with service.pool.acquire() as conn:
             if await invoices.get_invoice(conn, invoice_id) is None:
                 raise HTTPException(404, f"no package invoice {invoice_id}")
             return await shown_with_notes(conn, invoice_id)
 
-    @http.get("/packages/{package_id}", tags=["catalogue"])
+    @http.get(
+        "/packages/{package_id}", tags=["catalogue"], response_model=Package, responses=NOT_FOUND
+    )
     async def package_terms(package_id: PackageId) -> dict[str, Any]:
         terms = await service.pool.fetchval(
             "SELECT terms FROM packages WHERE package_id = $1", package_id
@@ -75,7 +85,7 @@ def register_http(service: Service) -> None:
             raise HTTPException(404, f"no package {package_id}")
         return dict(json.loads(terms))
 
-    @http.get("/links", tags=["operations"])
+    @http.get("/links", tags=["operations"], response_model=list[Link])
     async def links() -> list[dict[str, Any]]:
         """Every line holding an appointment: the authority for packline-admin reconcile."""
         rows = await service.pool.fetch(
@@ -84,7 +94,11 @@ def register_http(service: Service) -> None:
         )
         return [dict(row) for row in rows]
 
-    @http.get("/patients/{patient_id}/invoices", tags=["package invoices"])
+    @http.get(
+        "/patients/{patient_id}/invoices",
+        tags=["package invoices"],
+        response_model=list[InvoiceShown],
+    )
     async def patient_invoices(patient_id: PatientId) -> list[dict[str, Any]]:
         async with service.pool.acquire() as conn:
             ids = await conn.fetch(

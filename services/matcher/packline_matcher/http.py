@@ -9,11 +9,19 @@ from uuid import UUID
 
 from fastapi import HTTPException
 from packline_contracts.types import PatientId
+from packline_core.openapi import NOT_FOUND, Link
 from packline_core.service import Service
+
+from packline_matcher.responses import AppointmentSeen, Explanation, PatientLines
 
 
 def register_http(service: Service) -> None:
-    @service.http.get("/appointments/{appointment_id}/explanation", tags=["matching"])
+    @service.http.get(
+        "/appointments/{appointment_id}/explanation",
+        tags=["matching"],
+        response_model=Explanation,
+        responses=NOT_FOUND,
+    )
     async def explanation(appointment_id: UUID) -> dict[str, Any]:
         row = await service.pool.fetchrow(
             "SELECT * FROM explanations WHERE appointment_id = $1", appointment_id
@@ -32,7 +40,7 @@ def register_http(service: Service) -> None:
             "explained_at": row["explained_at"],
         }
 
-    @service.http.get("/links", tags=["operations"])
+    @service.http.get("/links", tags=["operations"], response_model=list[Link])
     async def all_links() -> list[dict[str, Any]]:
         """The read model's links, and the links it is waiting to hear about (for reconcile)."""
         rows = await service.pool.fetch(
@@ -43,7 +51,11 @@ def register_http(service: Service) -> None:
         )
         return [dict(row) for row in rows]
 
-    @service.http.get("/patients/{patient_id}/appointments", tags=["matching"])
+    @service.http.get(
+        "/patients/{patient_id}/appointments",
+        tags=["matching"],
+        response_model=list[AppointmentSeen],
+    )
     async def appointments(patient_id: PatientId) -> list[dict[str, Any]]:
         """The appointments the matcher has seen for a patient, as it knows them."""
         rows = await service.pool.fetch(
@@ -53,7 +65,9 @@ def register_http(service: Service) -> None:
         )
         return [dict(row) for row in rows]
 
-    @service.http.get("/patients/{patient_id}/links", tags=["matching"])
+    @service.http.get(
+        "/patients/{patient_id}/links", tags=["matching"], response_model=PatientLines
+    )
     async def links(patient_id: PatientId) -> dict[str, Any]:
         """The read model's view of which line holds which appointment."""
         rows = await service.pool.fetch(
