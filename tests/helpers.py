@@ -13,10 +13,12 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
+from uuid import UUID
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from packline_contracts.envelope import Envelope
 
 T = TypeVar("T")
 
@@ -36,6 +38,21 @@ def shown(value: object) -> str:
     if len(text) > SHOWN_CHARACTERS:
         text = text[:SHOWN_CHARACTERS] + f"... ({len(text) - SHOWN_CHARACTERS} more characters)"
     return text
+
+
+def about(appointment_id: UUID) -> Callable[[Envelope[Any]], bool]:
+    """A ``wait_for`` predicate: the message is about this appointment (its payload's
+    ``appointment_id``, or its ``appointment``'s for the events that carry the appointment).
+    A function of the id, so a wait inside a loop binds this iteration's appointment."""
+
+    def matches(envelope: Envelope[Any]) -> bool:
+        payload = envelope.payload
+        appointment = getattr(payload, "appointment", None)
+        if appointment is not None:
+            return bool(appointment.appointment_id == appointment_id)
+        return bool(getattr(payload, "appointment_id", None) == appointment_id)
+
+    return matches
 
 
 async def eventually(

@@ -83,7 +83,8 @@ def test_the_console_runs_and_reaches_the_three_services() -> None:
     env = environment("console")
     readable = {f"PACKLINE_{name.upper()}" for name in ConsoleSettings.model_fields}
     assert set(env) <= readable, set(env) - readable
-    settings = ConsoleSettings(**{k.removeprefix("PACKLINE_").lower(): v for k, v in env.items()})
+    fields: dict[str, Any] = {k.removeprefix("PACKLINE_").lower(): v for k, v in env.items()}
+    settings = ConsoleSettings(**fields)
     assert settings.http_host == "0.0.0.0"
     for name in PACKLINE_SERVICES:
         url = urlparse(settings.service_url(name))

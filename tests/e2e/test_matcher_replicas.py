@@ -23,9 +23,10 @@ pytestmark = pytest.mark.infra
 PATIENTS = 200
 
 
-def workload() -> tuple[list[Any], list[Any]]:
+def workload() -> tuple[list[IssuePackageInvoice], list[BookAppointment | CancelAppointment]]:
     """Purchases, then each patient's bookings and a cancellation, with fixed ids."""
-    purchases, bookings = [], []
+    purchases: list[IssuePackageInvoice] = []
+    bookings: list[BookAppointment | CancelAppointment] = []
     issued_at = days_ahead(0, hour=0)
     for n in range(PATIENTS):
         who = f"replica-patient-{n}"
@@ -76,12 +77,12 @@ async def run(
     create_database: CreateDatabase,
 ) -> dict[tuple[str, int], Any]:
     await create_topics(infrastructure.kafka_bootstrap, partitions=TEST_PARTITIONS, prefix=prefix)
-    options = {"topic_prefix": prefix}
-    calendar = await start_service("calendar", **options)
-    invoicing = await start_service("invoicing", **options)
+    calendar = await start_service("calendar", topic_prefix=prefix)
+    invoicing = await start_service("invoicing", topic_prefix=prefix)
     matcher_db = await create_database(f"matcher{matchers}")
     replicas = [
-        await start_service("matcher", database_url=matcher_db, **options) for _ in range(matchers)
+        await start_service("matcher", database_url=matcher_db, topic_prefix=prefix)
+        for _ in range(matchers)
     ]
     purchases, bookings = workload()
     async with PacklineProducer(

@@ -37,7 +37,7 @@ from packline_core.service import Service
 
 from tests.clinic import DR_A, DR_B, MASSAGE_30, SETUP, booking, days_ahead, line_event, patient
 from tests.conftest import ReadEvents, StartService
-from tests.helpers import eventually, read_until
+from tests.helpers import about, eventually, read_until
 
 pytestmark = pytest.mark.infra
 
@@ -140,9 +140,8 @@ async def test_two_bookings_racing_for_one_slot_exactly_one_wins_both_are_answer
     answers = []
     for command in (one, other):
         answers.append(
-            await events.wait_for(
-                AppointmentBooked | BookingRefused,  # type: ignore[arg-type]
-                lambda e, command=command: _answers(e.payload, command.appointment_id),
+            await events.wait_for_any(
+                AppointmentBooked, BookingRefused, where=about(command.appointment_id)
             )
         )
     kinds = sorted(type(answer.payload).__name__ for answer in answers)
@@ -160,12 +159,6 @@ async def test_two_bookings_racing_for_one_slot_exactly_one_wins_both_are_answer
         )
         == 1
     )
-
-
-def _answers(event: Message, appointment_id: UUID) -> bool:
-    if isinstance(event, AppointmentBooked):
-        return event.appointment.appointment_id == appointment_id
-    return isinstance(event, BookingRefused) and event.appointment_id == appointment_id
 
 
 async def test_the_database_alone_refuses_a_double_booking_under_concurrency(
@@ -221,10 +214,7 @@ async def test_bad_commands_are_refused_with_a_reason(
     for command in cases.values():
         await producer.send(command)
     for code, command in cases.items():
-        refused = await events.wait_for(
-            BookingRefused,
-            lambda e, command=command: e.payload.appointment_id == command.appointment_id,
-        )
+        refused = await events.wait_for(BookingRefused, about(command.appointment_id))
         assert refused.payload.code == code, refused.payload.reason
     zero = booking(who, days_ahead(8)).model_dump(mode="json")
     zero["duration_minutes"] = 0  # invalid at the edge: dead-lettered, and still answered
@@ -303,10 +293,7 @@ async def test_package_note_follows_the_newest_link_event_whatever_the_order(
     first, second = booking(who, days_ahead(11)), booking(who, days_ahead(12))
     for command in (first, second):
         await producer.send(command)
-        await events.wait_for(
-            AppointmentBooked,
-            lambda e, c=command: e.payload.appointment.appointment_id == c.appointment_id,
-        )
+        await events.wait_for(AppointmentBooked, about(command.appointment_id))
 
     async def panel(appointment_id: UUID) -> dict[str, Any]:
         async with http(calendar) as client:

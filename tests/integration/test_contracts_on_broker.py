@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from packline_contracts.client import PacklineConsumer, PacklineProducer
+from packline_contracts.envelope import Envelope, Message
 from packline_contracts.examples import EXAMPLES
 from packline_contracts.topics import TOPICS
 
 from tests.conftest import Infrastructure
 
 pytestmark = pytest.mark.infra
+
+
+def the_same(sent: Envelope[Message]) -> Callable[[Envelope[Message]], bool]:
+    return lambda received: received.message_id == sent.message_id
 
 
 async def test_every_message_round_trips_through_kafka(
@@ -23,10 +30,7 @@ async def test_every_message_round_trips_through_kafka(
         bootstrap, TOPICS, group_id=f"{topic_prefix}reader", topic_prefix=topic_prefix
     ) as consumer:
         for name, envelope in sent.items():
-            received = await consumer.wait_for(
-                type(envelope.payload),
-                lambda e, envelope=envelope: e.message_id == envelope.message_id,
-            )
+            received = await consumer.wait_for(type(envelope.payload), the_same(envelope))
             assert received == envelope, name
     assert consumer.invalid == []
     assert len(consumer.received) == len(EXAMPLES)

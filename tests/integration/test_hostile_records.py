@@ -60,7 +60,7 @@ from packline_core.service import Service
 
 from tests.clinic import SETUP, booking, days_ahead, patient
 from tests.conftest import TEST_PARTITIONS, Infrastructure, ReadEvents, StartService
-from tests.helpers import eventually
+from tests.helpers import about, eventually
 from tests.kcat import kcat
 
 pytestmark = pytest.mark.infra
@@ -148,6 +148,7 @@ async def test_a_record_near_the_broker_limit_is_kept_in_the_database_and_the_pa
     stored = await calendar.pool.fetchrow(
         "SELECT * FROM dead_letter_store WHERE id = $1::uuid", letter.header("stored")
     )
+    assert stored is not None
     assert stored["value"] == huge
     assert stored["kafka_key"] == who.encode()
     assert stored["published_at"] is not None
@@ -235,10 +236,7 @@ async def test_a_header_name_that_is_not_utf8_is_dead_lettered_and_no_partition_
         await kcat(infrastructure, topic, record.value, key=message.patient_id)
 
     for message in behind:
-        await events.wait_for(
-            AppointmentBooked,
-            lambda e, m=message: e.payload.appointment.appointment_id == m.appointment_id,
-        )
+        await events.wait_for(AppointmentBooked, about(message.appointment_id))
     (letter,) = await at_least(infrastructure, calendar, 1)
     assert "header name b'\\xff\\xfe' is not UTF-8" in letter.header("reason")
     assert (deadletters.UNREADABLE_HEADER, b"\xff\xfe=x") in letter.headers

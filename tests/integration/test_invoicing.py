@@ -53,7 +53,7 @@ from tests.clinic import (
 )
 from tests.conftest import ReadEvents, StartService
 from tests.e2e.test_service_process import free_port
-from tests.helpers import eventually, get_until
+from tests.helpers import about, eventually, get_until
 
 pytestmark = pytest.mark.infra
 
@@ -170,17 +170,14 @@ async def test_fifty_links_racing_for_the_last_line_exactly_one_wins(
             )
         )
     answers = [
-        await events.wait_for(
-            LineLinked | LinkRefused,  # type: ignore[arg-type]
-            lambda e, a=appointment: e.payload.appointment_id == a.appointment_id,
-        )
+        await events.wait_for_any(LineLinked, LinkRefused, where=about(appointment.appointment_id))
         for appointment in contenders
     ]
-    won = [a for a in answers if isinstance(a.payload, LineLinked)]
+    won = [a.payload for a in answers if isinstance(a.payload, LineLinked)]
     lost = [a.payload for a in answers if isinstance(a.payload, LinkRefused)]
     assert len(won) == 1 and len(lost) == 49
     assert {refusal.code for refusal in lost} == {LinkRefusalCode.LINE_TAKEN}
-    assert won[0].payload.balance.remaining == 0
+    assert won[0].balance.remaining == 0
     assert (
         await invoicing.pool.fetchval(
             "SELECT count(*) FROM invoice_lines"
@@ -246,9 +243,7 @@ async def test_restrictions_validity_and_payment_are_checked_again(
             )
         )
     for code, appointment in cases.items():
-        refused = await events.wait_for(
-            LinkRefused, lambda e, a=appointment: e.payload.appointment_id == a.appointment_id
-        )
+        refused = await events.wait_for(LinkRefused, about(appointment.appointment_id))
         assert refused.payload.code == code
 
 

@@ -29,7 +29,7 @@ from packline_core.service import Service
 
 from tests.clinic import DR_A, DR_B, NORTHSIDE, SOUTHSIDE, booking, days_ahead, package, patient
 from tests.conftest import ReadEvents, StartService
-from tests.helpers import read_until, shown
+from tests.helpers import about, read_until, shown
 from tests.system import System, start_system
 
 pytestmark = pytest.mark.infra
@@ -174,15 +174,11 @@ async def test_r9_a_no_show_is_worded_as_one_and_follows_the_packages_policy(
             )
         )
         if forfeits:
-            forfeited = await system.events.wait_for(
-                LineForfeited, lambda e, m=missed: e.payload.appointment_id == m.appointment_id
-            )
+            forfeited = await system.events.wait_for(LineForfeited, about(missed.appointment_id))
             assert forfeited.payload.reason == "a no-show under the package's policy"
             assert forfeited.payload.balance.used == 1
         else:
-            released = await system.events.wait_for(
-                LineUnlinked, lambda e, m=missed: e.payload.appointment_id == m.appointment_id
-            )
+            released = await system.events.wait_for(LineUnlinked, about(missed.appointment_id))
             assert released.payload.reason == UnlinkReason.NO_SHOW
             assert released.payload.balance.remaining == 5
 
@@ -320,9 +316,8 @@ async def test_i8_two_appointments_racing_for_the_last_session_one_wins_one_is_e
     await system.producer.send(two)
     outcome = {}
     for command in (one, two):
-        outcome[command.appointment_id] = await system.events.wait_for(
-            LineLinked | AppointmentNotMatched,  # type: ignore[arg-type]
-            lambda e, c=command: e.payload.appointment_id == c.appointment_id,
+        outcome[command.appointment_id] = await system.events.wait_for_any(
+            LineLinked, AppointmentNotMatched, where=about(command.appointment_id)
         )
     kinds = sorted(type(e.payload).__name__ for e in outcome.values())
     assert kinds == ["AppointmentNotMatched", "LineLinked"]
@@ -351,6 +346,7 @@ async def test_r8_holds_when_the_staff_unlink_arrives_before_the_booking(
     matcher = await start_service("matcher")
     who, appointment_id = patient(), uuid4()
     unlinked = line_event(LineUnlinked, who, appointment_id, 2)
+    assert isinstance(unlinked, LineUnlinked)
     booked = AppointmentBooked(
         patient_id=who,
         appointment=Appointment(

@@ -159,7 +159,7 @@ async def test_a_message_read_again_after_a_crash_before_the_offset_commit_has_o
     database_url = await create_database("calendar")
 
     def crash_before_offset_commit(service: Service) -> None:
-        async def no_commit(*_args: Any) -> None:
+        async def no_commit(*_args: Any, **_kwargs: Any) -> None:
             return None  # the process "dies" after the database commit, before Kafka's
 
         for consumer in service.consumers:

@@ -5,6 +5,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from uuid import uuid4
 
 import httpx
@@ -42,7 +43,7 @@ async def test_probe_from_calendar_is_recorded_by_invoicing_and_matcher(
 
     for service in (invoicing, matcher, calendar):
         await eventually(
-            lambda service=service: received(service, probe_id),
+            partial(received, service, probe_id),
             what=f"{service.name} to record probe {probe_id}",
         )
     assert (
@@ -55,6 +56,7 @@ async def test_probe_from_calendar_is_recorded_by_invoicing_and_matcher(
     inbox = await invoicing.pool.fetchrow(
         "SELECT consumer, topic FROM inbox WHERE message_type = 'ProbeSent'"
     )
+    assert inbox is not None
     assert dict(inbox) == {
         "consumer": "invoicing.probes",
         "topic": invoicing.settings.topic(OPS_PROBES),

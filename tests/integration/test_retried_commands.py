@@ -120,8 +120,9 @@ async def test_a_retried_purchase_payment_and_refund_are_answered_again(system: 
     # Fully refunded: a new refund would be refused; the retry is answered with this one.
     await system.producer.send(refund)
     await copies(system.events, PackageInvoiceRefunded, refunded.message_id)
-    paid_cents, refunded_cents = await system.invoicing.pool.fetchrow(
+    amounts = await system.invoicing.pool.fetchrow(
         "SELECT paid_cents, refunded_cents FROM package_invoices WHERE invoice_id = $1",
         invoice.invoice_id,
     )
-    assert (paid_cents, refunded_cents) == (40000, 40000)
+    assert amounts is not None
+    assert (amounts["paid_cents"], amounts["refunded_cents"]) == (40000, 40000)

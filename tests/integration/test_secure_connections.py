@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import httpx
@@ -30,7 +31,7 @@ class SecureInfrastructure:
     password: str
     ca_file: str
 
-    def kafka(self, password: str | None = None) -> dict[str, str]:
+    def kafka(self, password: str | None = None) -> dict[str, Any]:
         return {
             "kafka_bootstrap_servers": self.sasl_bootstrap,
             "kafka_security_protocol": "SASL_SSL",
@@ -97,7 +98,7 @@ async def test_a_wrong_password_is_refused_and_never_repeated(
     secure: SecureInfrastructure, caplog: pytest.LogCaptureFixture
 ) -> None:
     wrong = "not-the-password-1234"
-    settings = KafkaSettings(**secure.kafka(password=wrong))  # type: ignore[arg-type]
+    settings = KafkaSettings(**secure.kafka(password=wrong))
     admin = AIOKafkaAdminClient(**settings.client_options(), request_timeout_ms=10_000)
     with pytest.raises(Exception) as raised:
         await admin.start()
@@ -111,9 +112,7 @@ async def test_a_wrong_password_is_refused_and_never_repeated(
 async def test_the_plaintext_port_does_not_speak_tls(secure: SecureInfrastructure) -> None:
     """A client set up for SASL_SSL does not fall back to plaintext on the wrong port."""
     bootstrap = os.environ["PACKLINE_TEST_KAFKA_BOOTSTRAP"]
-    settings = KafkaSettings(  # type: ignore[arg-type]
-        **{**secure.kafka(), "kafka_bootstrap_servers": bootstrap}
-    )
+    settings = KafkaSettings(**{**secure.kafka(), "kafka_bootstrap_servers": bootstrap})
     admin = AIOKafkaAdminClient(**settings.client_options(), request_timeout_ms=5_000)
     with pytest.raises(Exception):  # noqa: B017 (the kind depends on where the handshake breaks)
         await admin.start()

@@ -61,7 +61,7 @@ def test_asyncapi_document_is_valid_asyncapi_3() -> None:
     assert "valid AsyncAPI 3.0.0" in result.stdout
 
 
-BASE = {
+BASE: dict[str, object] = {
     "type": "object",
     "properties": {
         "a": {"type": "integer"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 from hypothesis import given
@@ -53,7 +54,7 @@ def appointment(**changes: object) -> Appointment:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def linked_to(appt: Appointment, **changes: object) -> Line:
+def linked_to(appt: Appointment, **changes: Any) -> Line:
     return line(status="linked", appointment_id=appt.appointment_id, **changes)
 
 

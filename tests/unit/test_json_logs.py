@@ -18,7 +18,7 @@ def test_an_exception_logged_in_json_carries_its_traceback() -> None:
         stream = io.StringIO()
         root.handlers[0].stream = stream  # type: ignore[attr-defined]
         try:
-            {}["missing"]
+            raise KeyError("missing")
         except KeyError:
             structlog.get_logger("test").exception("a batch failed", consumer="calendar.commands")
         line = json.loads(stream.getvalue().splitlines()[-1])
