@@ -946,7 +946,10 @@ async def test_a_large_record_without_a_short_key_has_its_reference_on_the_topic
     value = b"x" * NEAR_BROKER_LIMIT
     calendar, letters, _ = await _one_record(start_service, infrastructure, key, value)
 
-    assert [letter.stored_id is not None for letter in letters] == [True]
+    # One reference to one stored record. Dead letters are sent at least once: a publish that
+    # timed out on a loaded machine may have landed and is sent again, naming the same record.
+    assert letters, "no dead letter"
+    assert {letter.stored_id for letter in letters} == {letters[0].stored_id} != {None}
     assert await deadletters.publish_stored(calendar) == 0
 
 
