@@ -14,7 +14,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import httpx
@@ -68,7 +68,9 @@ class Fuzzed:
 
 
 @asynccontextmanager
-async def serving(app: Any, *, lifespan: str = "off") -> AsyncIterator[str]:
+async def serving(
+    app: Any, *, lifespan: Literal["auto", "on", "off"] = "off"
+) -> AsyncIterator[str]:
     """``app`` on a real HTTP server on 127.0.0.1 (a port of its own), in this event loop."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -97,7 +99,7 @@ def fuzz(name: str, document: dict[str, Any], base_url: str, known: dict[str, st
     outcome = Fuzzed(name)
     session = requests.Session()
     for result in schema.get_all_operations():
-        operation = result.ok()
+        operation = result.ok()  # type: ignore[union-attr]  # Err only for an invalid document
         if operation.path in NOT_FUZZED:
             continue
         outcome.operations += 1
