@@ -72,8 +72,9 @@ INSTALL_ORDER = [
 ]
 
 
-def helm_binary() -> Path:
-    """helm at the pinned version (deploy/tools/install.sh builds it once into the cache)."""
+def deploy_tools() -> Path:
+    """Where helm, kubeconform and promtool are, at their pinned versions
+    (deploy/tools/install.sh builds them once into the cache)."""
     done = subprocess.run(
         [str(ROOT / "deploy" / "tools" / "install.sh")],
         capture_output=True,
@@ -81,7 +82,11 @@ def helm_binary() -> Path:
         timeout=1800,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return Path(done.stdout.strip().splitlines()[-1]) / "helm"
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def helm_binary() -> Path:
+    return deploy_tools() / "helm"
 
 
 def run(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

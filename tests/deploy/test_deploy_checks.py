@@ -17,6 +17,8 @@ import yaml
 from packline_contracts.topics import CONSUMERS
 from packline_core.metrics import ServiceMetrics
 
+from tests.deploy.helm import deploy_tools
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "packline"
 OBSERVABILITY = ROOT / "deploy" / "observability"
@@ -29,14 +31,7 @@ pytestmark = pytest.mark.timeout(1800)
 @pytest.fixture(scope="module")
 def tools() -> Path:
     """helm, kubeconform and promtool at pinned versions (built once into the cache)."""
-    done = subprocess.run(
-        [str(ROOT / "deploy" / "tools" / "install.sh")],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return Path(done.stdout.strip().splitlines()[-1])
+    return deploy_tools()
 
 
 def run(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
