@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+import httpx
 from packline_contracts.appointments import AppointmentBooked, BookAppointment
 from packline_contracts.client import PacklineConsumer, PacklineProducer
 from packline_contracts.invoices import (
@@ -103,3 +104,23 @@ async def start_system(
     await eventually(loaded, what="the clinic's directory and catalogue", describe=counts)
     events = await read_events(CALENDAR_EVENTS, INVOICING_EVENTS, MATCHER_EVENTS)
     return System(calendar, invoicing, matcher, producer, events)
+
+
+async def calendar_alone(start_service: StartService, producer: PacklineProducer) -> Service:
+    """The calendar on its own, with the clinic's directory and fees applied."""
+    service = await start_service("calendar")
+    for message in SETUP:
+        await producer.send(message)
+
+    async def directory_loaded() -> bool:
+        fees = await service.pool.fetchval("SELECT count(*) FROM fees")
+        people = await service.pool.fetchval("SELECT count(*) FROM practitioners")
+        return bool(fees == 2 and people == 2)
+
+    await eventually(directory_loaded, what="the calendar's directory and fees")
+    return service
+
+
+def http(service: Service) -> httpx.AsyncClient:
+    """A client of ``service``'s HTTP API, in this process."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=service.http), base_url="http://x")

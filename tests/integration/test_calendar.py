@@ -9,7 +9,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
-import httpx
 import pytest
 from packline_calendar import appointments
 from packline_contracts.appointments import (
@@ -35,30 +34,17 @@ from packline_contracts.invoices import LineLinked, LineUnlinked
 from packline_contracts.topics import CALENDAR_COMMANDS, CALENDAR_EVENTS
 from packline_core.service import Service
 
-from tests.clinic import DR_A, DR_B, MASSAGE_30, SETUP, booking, days_ahead, line_event, patient
+from tests.clinic import DR_A, DR_B, MASSAGE_30, booking, days_ahead, line_event, patient
 from tests.conftest import ReadEvents, StartService
-from tests.helpers import about, eventually, read_until
+from tests.helpers import about, read_until
+from tests.system import calendar_alone, http
 
 pytestmark = pytest.mark.infra
 
 
 @pytest.fixture
 async def calendar(start_service: StartService, producer: Any) -> Service:
-    service = await start_service("calendar")
-    for message in SETUP:
-        await producer.send(message)
-
-    async def directory_loaded() -> bool:
-        fees = await service.pool.fetchval("SELECT count(*) FROM fees")
-        people = await service.pool.fetchval("SELECT count(*) FROM practitioners")
-        return bool(fees == 2 and people == 2)
-
-    await eventually(directory_loaded, what="the calendar's directory and fees")
-    return service
-
-
-def http(service: Service) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=service.http), base_url="http://x")
+    return await calendar_alone(start_service, producer)
 
 
 async def send_twice(producer: Any, message: Message) -> Envelope[Any]:

@@ -25,31 +25,18 @@ from packline_contracts.topics import dead_letter_topic as dead_letter_topic_of
 from packline_core import deadletters
 from packline_core.service import Service
 
-from tests.clinic import SETUP, booking, days_ahead, patient
+from tests.clinic import booking, days_ahead, patient
 from tests.conftest import Infrastructure, ReadEvents, StartService
 from tests.helpers import caught_up, eventually, get_until
 from tests.kcat import kcat
+from tests.system import calendar_alone, http
 
 pytestmark = pytest.mark.infra
 
 
 @pytest.fixture
 async def calendar(start_service: StartService, producer: Any) -> Service:
-    service = await start_service("calendar")
-    for message in SETUP:
-        await producer.send(message)
-
-    async def directory_loaded() -> bool:
-        fees = await service.pool.fetchval("SELECT count(*) FROM fees")
-        people = await service.pool.fetchval("SELECT count(*) FROM practitioners")
-        return bool(fees == 2 and people == 2)
-
-    await eventually(directory_loaded, what="the calendar's directory and fees")
-    return service
-
-
-def http(service: Service) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=service.http), base_url="http://x")
+    return await calendar_alone(start_service, producer)
 
 
 def ids(answer: dict[str, Any]) -> list[str]:

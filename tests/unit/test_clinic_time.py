@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
-from uuid import uuid4
 
 import pytest
 from hypothesis import given
@@ -13,9 +12,11 @@ from hypothesis import strategies as st
 from packline_contracts import clinic_time, wording
 from packline_contracts.catalogue import DefineLocation
 from packline_contracts.matching import NoMatchCode
-from packline_contracts.types import AppointmentStatus, BookingSource, LateCancelPolicy
-from packline_matcher.decision import Appointment, Line, decide, forfeit_reason
+from packline_contracts.types import AppointmentStatus, LateCancelPolicy
+from packline_matcher.decision import decide, forfeit_reason
 from pydantic import ValidationError
+
+from tests.decisions import appointment, line
 
 SYDNEY, NEW_YORK = "Australia/Sydney", "America/New_York"
 
@@ -75,57 +76,23 @@ def test_wording_a_local_moment() -> None:
     assert wording.moment(when) == "Tue 2 March 2027, 09:00 AEDT"
 
 
-def line(valid_until: date) -> Line:
-    return Line(
-        line_id=uuid4(),
-        invoice_id=uuid4(),
-        package_id="p",
-        package_name="5 x massage",
-        line_number=1,
-        fee_id="massage",
-        practitioner_ids=None,
-        location_ids=None,
-        valid_from=date(2027, 1, 1),
-        valid_until=valid_until,
-        invoice_issued_at=datetime(2027, 1, 1, tzinfo=UTC),
-        redeemable=True,
-        unpaid=False,
-        status="open",
-    )
-
-
-def appointment(starts_at: datetime, zone: str) -> Appointment:
-    return Appointment(
-        appointment_id=uuid4(),
-        version=1,
-        patient_id="pat",
-        practitioner_id="dr",
-        location_id="loc",
-        starts_at=starts_at,
-        fee_ids=("massage",),
-        status=AppointmentStatus.BOOKED,
-        source=BookingSource.STAFF,
-        time_zone=zone,
-    )
-
-
 def test_the_decision_judges_expiry_on_the_appointments_local_day() -> None:
     """22:00 UTC on 28 February is 09:00 on 1 March in Sydney: past a package valid until 28
     February there, and still within it in New York (17:00 on 28 February)."""
     instant = datetime(2027, 2, 28, 22, 0, tzinfo=UTC)
-    until_28_feb = line(date(2027, 2, 28))
-    in_sydney = decide(appointment(instant, SYDNEY), [until_28_feb])
+    until_28_feb = line(valid_from=date(2027, 1, 1), valid_until=date(2027, 2, 28))
+    in_sydney = decide(appointment(starts_at=instant, time_zone=SYDNEY), [until_28_feb])
     assert in_sydney.link is None and in_sydney.explain is not None
     assert in_sydney.explain.candidates[0].code == NoMatchCode.EXPIRED
     assert in_sydney.explain.candidates[0].reason == "expired on 28 February 2027"
-    in_new_york = decide(appointment(instant, NEW_YORK), [until_28_feb])
+    in_new_york = decide(appointment(starts_at=instant, time_zone=NEW_YORK), [until_28_feb])
     assert in_new_york.link is not None
 
 
 def test_a_late_cancellation_is_worded_in_the_locations_time() -> None:
     starts = datetime(2027, 3, 1, 22, 0, tzinfo=UTC)  # 09:00 on 2 March in Sydney
     cancelled = replace(
-        appointment(starts, SYDNEY),
+        appointment(starts_at=starts, time_zone=SYDNEY),
         status=AppointmentStatus.CANCELLED,
         cancelled_at=starts - timedelta(hours=15),
     )
@@ -138,7 +105,7 @@ def test_a_late_cancellation_is_worded_in_the_locations_time() -> None:
         cancelled,
         [
             replace(
-                line(date(2027, 3, 31)),
+                line(valid_from=date(2027, 1, 1), valid_until=date(2027, 3, 31)),
                 status="linked",
                 appointment_id=cancelled.appointment_id,
                 policy=policy,

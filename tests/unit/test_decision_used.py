@@ -9,7 +9,7 @@ from packline_contracts.matching import NoMatchCode
 from packline_contracts.types import AppointmentStatus, LateCancelPolicy
 from packline_matcher.decision import Decision, decide, problem
 
-from tests.unit.test_decision import appointment, line
+from tests.decisions import appointment, line
 
 
 @pytest.mark.parametrize(
