@@ -51,7 +51,7 @@ from packline_contracts.catalogue import (
 )
 from packline_contracts.envelope import Envelope, Message, encode
 from packline_contracts.invoices import IssuePackageInvoice, PurchaseChannel
-from packline_contracts.topics import CALENDAR_EVENTS, INVOICING_COMMANDS, INVOICING_EVENTS
+from packline_contracts.topics import CALENDAR_EVENTS, INVOICING_EVENTS, INVOICING_LINKS
 from packline_contracts.types import BookingSource, PackageItem, Restriction, Validity
 from packline_core.topics import create_topics
 
@@ -238,7 +238,7 @@ class Driver:
         )
 
     async def _read(self) -> None:
-        topics = [CALENDAR_EVENTS, INVOICING_EVENTS, INVOICING_COMMANDS]
+        topics = [CALENDAR_EVENTS, INVOICING_EVENTS, INVOICING_LINKS]
         consumer = AIOKafkaConsumer(
             *(self.system.prefix + t.name for t in topics),
             bootstrap_servers=self.system.config.kafka,

@@ -25,13 +25,14 @@ from packline_contracts.topics import (
     CALENDAR_COMMANDS,
     CONSUMERS,
     INVOICING_COMMANDS,
+    INVOICING_LINKS,
     SERVICES,
     TOPICS,
     Topic,
 )
 from packline_contracts.types import ID_PATTERN
 
-COMMAND_TOPICS = (CALENDAR_COMMANDS, INVOICING_COMMANDS)
+COMMAND_TOPICS = (CALENDAR_COMMANDS, INVOICING_COMMANDS, INVOICING_LINKS)
 
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent
 SCHEMA_DIR = CONTRACTS_DIR / "schemas"
@@ -223,6 +224,15 @@ def asyncapi_document() -> dict[str, Any]:
                 topic,
                 f"The {topic.owner} service publishes {topic.name}.",
             )
+    # A service writing another's command topic: the matcher's links.
+    channel = _channel_id(INVOICING_LINKS)
+    operation(
+        f"matcherSends{channel[0].upper()}{channel[1:]}",
+        "send",
+        "matcher",
+        INVOICING_LINKS,
+        f"The matcher service publishes {INVOICING_LINKS.name} (it alone may write it).",
+    )
     for consumer in CONSUMERS:
         for topic in consumer.topics:
             channel = _channel_id(topic)

@@ -17,7 +17,7 @@ from uuid import UUID
 from pydantic import Field
 
 from packline_contracts.envelope import Kind, PatientMessage
-from packline_contracts.topics import INVOICING_COMMANDS, INVOICING_EVENTS
+from packline_contracts.topics import INVOICING_COMMANDS, INVOICING_EVENTS, INVOICING_LINKS
 from packline_contracts.types import (
     DEFAULT_TIME_ZONE,
     Actor,
@@ -101,7 +101,10 @@ class RefundPackageInvoice(InvoiceCommand):
 
 
 class LinkAppointment(InvoiceCommand):
-    """The matcher's decision: this line redeems this appointment. Invoicing checks it again."""
+    """The matcher's decision: this line redeems this appointment. Invoicing checks it again.
+    Only the matcher writes its topic (the broker's ACLs)."""
+
+    TOPIC = INVOICING_LINKS
 
     line_id: UUID
     appointment: Appointment
@@ -119,6 +122,8 @@ class UnlinkReason(StrEnum):
 
 class UnlinkAppointment(InvoiceCommand):
     """The matcher's decision: release the line (or forfeit it, R9)."""
+
+    TOPIC = INVOICING_LINKS
 
     line_id: UUID
     appointment_id: UUID

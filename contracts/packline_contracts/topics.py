@@ -29,6 +29,14 @@ class Topic:
     cleanup: Cleanup = Cleanup.DELETE
     retention_ms: int = 7 * DAY_MS
     partitions: int | None = None  # None: the deployment's default (PACKLINE_PARTITIONS)
+    # Who may write it (Kafka principals: the services and OUTSIDE_PRODUCERS); the broker's
+    # ACLs are made from this (packline-admin acls). Empty: the owner alone.
+    writers: tuple[str, ...] = ()
+
+    @property
+    def producers(self) -> tuple[str, ...]:
+        """The principals allowed to write this topic."""
+        return self.writers or (self.owner,)
 
     def config(self) -> dict[str, str]:
         """Topic-level configuration passed to Kafka when the topic is created."""
@@ -41,6 +49,7 @@ CALENDAR_COMMANDS = Topic(
     purpose="Book, reschedule, change, cancel or delete an appointment (staff, online, invoicing); "
     "register or update a patient (clinics without a patient-records service).",
     owner="calendar",
+    writers=("staff-front-end", "online-bookings", "invoicing"),
 )
 CALENDAR_EVENTS = Topic(
     name="packline.calendar.events",
@@ -51,8 +60,18 @@ CALENDAR_EVENTS = Topic(
 INVOICING_COMMANDS = Topic(
     name="packline.invoicing.commands",
     key="patient id (catalogue commands: invoicing-catalogue)",
-    purpose="Purchases, payments, voids, line edits, and the matcher's link / unlink commands.",
+    purpose="Purchases, payments, voids, refunds and line edits, from outside producers (staff "
+    "front end, online bookings, payments).",
     owner="invoicing",
+    writers=("staff-front-end", "online-bookings", "payments"),
+)
+INVOICING_LINKS = Topic(
+    name="packline.invoicing.links",
+    key="patient id",
+    purpose="The matcher's link / unlink commands, on a topic of their own so that the broker "
+    "lets the matcher alone write them.",
+    owner="invoicing",
+    writers=("matcher",),
 )
 INVOICING_EVENTS = Topic(
     name="packline.invoicing.events",
@@ -86,6 +105,7 @@ PATIENT_DIRECTORY = Topic(
     "(compacted). Published by the practice's patient-records service, or by calendar when it "
     "applies RegisterPatient / UpdatePatient.",
     owner="patient records (calendar for RegisterPatient / UpdatePatient)",
+    writers=("patient-records", "calendar"),
     cleanup=Cleanup.COMPACT,
     retention_ms=-1,
     partitions=3,  # rarely written (a registration, a change of name); read whole by calendar
@@ -102,6 +122,7 @@ OPS_PROBES = Topic(
     purpose="End-to-end probes: every service records each probe it reads, proving the path "
     "broker -> service -> database works.",
     owner="any",
+    writers=("calendar", "invoicing", "matcher"),
     retention_ms=1 * DAY_MS,
 )
 
@@ -118,6 +139,13 @@ def dead_letter_topic(service: str) -> Topic:
 
 
 SERVICES: tuple[str, ...] = ("calendar", "invoicing", "matcher")
+# The kinds of outside producer, each its own Kafka principal (R17): they write commands only.
+OUTSIDE_PRODUCERS: tuple[str, ...] = (
+    "staff-front-end",
+    "online-bookings",
+    "payments",
+    "patient-records",
+)
 
 TOPICS: tuple[Topic, ...] = (
     CALENDAR_COMMANDS,
@@ -125,6 +153,7 @@ TOPICS: tuple[Topic, ...] = (
     CALENDAR_DIRECTORY,
     PATIENT_DIRECTORY,
     INVOICING_COMMANDS,
+    INVOICING_LINKS,
     INVOICING_EVENTS,
     INVOICING_CATALOGUE,
     MATCHER_EVENTS,
@@ -152,7 +181,9 @@ CONSUMERS: tuple[Consumer, ...] = (
     Consumer("calendar", "package-notes", (INVOICING_EVENTS,)),
     Consumer("calendar", "fees", (INVOICING_CATALOGUE,)),
     Consumer("calendar", "patients", (PATIENT_DIRECTORY,)),
-    Consumer("invoicing", "commands", (INVOICING_COMMANDS,)),
+    # One group for both command topics: a patient's link commands keep their order (one topic,
+    # one partition), and against the other commands invoicing re-checks the line at apply time.
+    Consumer("invoicing", "commands", (INVOICING_COMMANDS, INVOICING_LINKS)),
     Consumer("invoicing", "booking-results", (CALENDAR_EVENTS,)),
     Consumer("invoicing", "directory", (CALENDAR_DIRECTORY,)),
     Consumer("matcher", "events", (CALENDAR_EVENTS, INVOICING_EVENTS)),

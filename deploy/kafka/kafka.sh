@@ -8,6 +8,8 @@
 #   deploy/kafka/kafka.sh status    exit 0 when the broker answers
 #   deploy/kafka/kafka.sh tool CLASS ARGS...   run a Kafka tool class, e.g.
 #        tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --list
+#   deploy/kafka/kafka.sh acls [PREFIX [remove]]   create (or remove) the SCRAM users and the
+#        ACLs of every Packline principal for topics under PREFIX ('start' does it unprefixed)
 #
 # Settings (environment): PACKLINE_KAFKA_VERSION, PACKLINE_KAFKA_PORT,
 # PACKLINE_KAFKA_CONTROLLER_PORT, PACKLINE_KAFKA_DATA_DIR, PACKLINE_KAFKA_HEAP, PACKLINE_CACHE_DIR.
@@ -57,6 +59,14 @@ advertised.listeners=PLAINTEXT://$PACKLINE_KAFKA_HOST:$PACKLINE_KAFKA_PORT,SASL_
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+# ACLs (R17): each service and each kind of outside producer is its own SCRAM principal on the
+# SASL_SSL listener, allowed only its topics and consumer groups (packline-admin acls, from the
+# topic registry; nothing is allowed without an ACL). The PLAINTEXT listener is the development
+# and test listener, bound to the loopback and never exposed: its principal, User:ANONYMOUS, is a
+# super user, as is the SASL admin user that creates topics and re-drives dead letters.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;User:$PACKLINE_BROKER_SCRAM_USER
+allow.everyone.if.no.acl.found=false
 # The SASL_SSL listener is what a production cluster looks like: SCRAM-SHA-256 users (created
 # by 'kafka.sh start', see scram_user) over TLS with the certificate from deploy/tls/certs.sh.
 sasl.enabled.mechanisms=SCRAM-SHA-256
@@ -80,11 +90,28 @@ log.retention.hours=168
 PROPS
 }
 
-# The SCRAM user of the SASL_SSL listener; setting the same password again changes nothing.
-scram_user() {
-  java_tool kafka.admin.ConfigCommand --bootstrap-server "$BOOTSTRAP" --alter \
-    --entity-type users --entity-name "$PACKLINE_BROKER_SCRAM_USER" \
-    --add-config "SCRAM-SHA-256=[iterations=8192,password=$PACKLINE_BROKER_SCRAM_PASSWORD]" >/dev/null
+# The SCRAM users of the SASL_SSL listener and their ACLs (packline-admin acls, from the
+# registry), for topics under the prefix $1 (none: the local system's own), in one JVM. The
+# admin user is $PACKLINE_BROKER_SCRAM_USER; every principal's local password is
+# '<user>-dev-secret' (development only). Doing it again changes nothing; 'remove' as $2 deletes
+# the prefix's ACLs (tests clean up after themselves).
+principals() {
+  local prefix=${1:-} mode=${2:-add} admin="$PACKLINE_ROOT/.venv/bin/packline-admin" lines
+  if [[ ! -x "$admin" ]]; then
+    log "no $admin yet (deploy/packline setup): only the admin SCRAM user, no ACLs"
+    lines=""
+  else
+    lines=$("$admin" acls --prefix "$prefix")
+  fi
+  {
+    if [[ $mode == add ]]; then
+      echo "USER $PACKLINE_BROKER_SCRAM_USER $PACKLINE_BROKER_SCRAM_PASSWORD"
+      awk '{ sub(/^User:/, "", $1); print $1 }' <<<"$lines" | sort -u |
+        while read -r user; do [[ -n $user ]] && echo "USER $user $user-dev-secret"; done
+    fi
+    echo "$lines"
+  } | java -Xmx256m -cp "$LIBS/*" -Dlog4j2.configurationFile="$HERE/log4j2.yaml" \
+    -Dkafka.logs.dir="$LOGDIR/tools" "$HERE/Acls.java" "$BOOTSTRAP" "$mode" >/dev/null
 }
 
 start() {
@@ -120,7 +147,7 @@ start() {
     tail -n 30 "$LOGDIR/server.log" "$LOGDIR/stdout.log" >&2 || true
     die "Kafka did not start"
   fi
-  scram_user
+  principals
   log "Kafka answers on $BOOTSTRAP (and SASL_SSL on $PACKLINE_KAFKA_HOST:$PACKLINE_KAFKA_SASL_PORT)"
 }
 
@@ -130,5 +157,6 @@ case "${1:-}" in
   stop) stop_pid "$PIDFILE" Kafka ;;
   status) answers ;;
   tool) shift; fetch; java_tool "$@" ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  acls) shift; fetch; principals "$@" ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from packline_contracts import wording
+from packline_contracts.appointments import AppointmentBooked
 from packline_contracts.catalogue import DefineLocation, DefinePractitioner
 from packline_contracts.envelope import Envelope
 from packline_contracts.invoices import (
@@ -97,6 +98,20 @@ async def buy(producer: Any, events: Any, who: str, package_id: str = "massage-5
     return issued.payload.invoice
 
 
+async def announce(producer: Any, *appointments: Appointment) -> None:
+    """The calendar's AppointmentBooked for each: invoicing links only appointments it knows."""
+    for appointment in appointments:
+        await producer.send(
+            AppointmentBooked(patient_id=appointment.patient_id, appointment=appointment)
+        )
+
+
+async def send_link(producer: Any, link: LinkAppointment) -> Any:
+    """The matcher's link, after the calendar's event of its appointment."""
+    await announce(producer, link.appointment)
+    return await producer.send(link)
+
+
 def appointment_for(who: str, starts_at: datetime, practitioner: str = DR_A) -> Appointment:
     return Appointment(
         appointment_id=uuid4(),
@@ -147,27 +162,29 @@ async def test_fifty_links_racing_for_the_last_line_exactly_one_wins(
     invoice = await buy(producer, events, who, "massage-2-dr-a")
     first, last = invoice.lines
     taken = appointment_for(who, days_ahead(2))
-    await producer.send(
+    await send_link(
+        producer,
         LinkAppointment(
             patient_id=who,
             invoice_id=invoice.invoice_id,
             line_id=first.line_id,
             appointment=taken,
             rule="test",
-        )
+        ),
     )
     await events.wait_for(LineLinked, lambda e: e.payload.appointment_id == taken.appointment_id)
 
     contenders = [appointment_for(who, days_ahead(3, hour=8 + i % 10)) for i in range(50)]
     for appointment in contenders:
-        await producer.send(
+        await send_link(
+            producer,
             LinkAppointment(
                 patient_id=who,
                 invoice_id=invoice.invoice_id,
                 line_id=last.line_id,
                 appointment=appointment,
                 rule="test",
-            )
+            ),
         )
     answers = [
         await events.wait_for_any(LineLinked, LinkRefused, where=about(appointment.appointment_id))
@@ -233,14 +250,15 @@ async def test_restrictions_validity_and_payment_are_checked_again(
         LinkRefusalCode.WRONG_PATIENT: appointment_for(patient(), days_ahead(2)),
     }
     for appointment in cases.values():
-        await producer.send(
+        await send_link(
+            producer,
             LinkAppointment(
                 patient_id=who,
                 invoice_id=invoice.invoice_id,
                 line_id=line,
                 appointment=appointment,
                 rule="t",
-            )
+            ),
         )
     for code, appointment in cases.items():
         refused = await events.wait_for(LinkRefused, about(appointment.appointment_id))
@@ -254,6 +272,7 @@ async def test_duplicated_link_and_unlink_have_one_effect_and_void_releases_ever
     who = patient()
     invoice = await buy(producer, events, who)
     first, second = (appointment_for(who, days_ahead(d)) for d in (2, 3))
+    await announce(producer, first, second)
     for appointment, line in ((first, invoice.lines[0]), (second, invoice.lines[1])):
         link = LinkAppointment(
             patient_id=who,
@@ -274,6 +293,10 @@ async def test_duplicated_link_and_unlink_have_one_effect_and_void_releases_ever
     )
     sent = await producer.send(unlink)
     await producer.send(unlink, message_id=sent.message_id)
+    # The void comes from another producer on another topic (packline.invoicing.commands, the
+    # links travel on packline.invoicing.links): no order holds between them, so the staff's
+    # void is sent once the unlink is seen applied.
+    await events.wait_for(LineUnlinked, lambda e: e.payload.appointment_id == first.appointment_id)
     await producer.send(
         VoidPackageInvoice(
             patient_id=who,
@@ -314,14 +337,15 @@ async def test_duplicated_link_and_unlink_have_one_effect_and_void_releases_ever
     )
     # A void invoice takes no new link:
     late = appointment_for(who, days_ahead(6))
-    await producer.send(
+    await send_link(
+        producer,
         LinkAppointment(
             patient_id=who,
             invoice_id=invoice.invoice_id,
             line_id=invoice.lines[2].line_id,
             appointment=late,
             rule="t",
-        )
+        ),
     )
     refused = await events.wait_for(
         LinkRefused, lambda e: e.payload.appointment_id == late.appointment_id
@@ -349,14 +373,15 @@ async def test_pay_before_use_makes_the_invoice_redeemable_once_paid(
         )
     )
     appointment = appointment_for(who, days_ahead(2))
-    await producer.send(
+    await send_link(
+        producer,
         LinkAppointment(
             patient_id=who,
             invoice_id=invoice.invoice_id,
             line_id=invoice.lines[0].line_id,
             appointment=appointment,
             rule="t",
-        )
+        ),
     )
     linked = await events.wait_for(
         LineLinked, lambda e: e.payload.appointment_id == appointment.appointment_id
@@ -630,3 +655,79 @@ async def test_r1_as_written_online_only_when_sold_online_and_a_sale_only_narrow
         )
         == 0
     )
+
+
+async def test_a_link_is_checked_against_the_appointment_invoicing_knows(
+    invoicing: Service, producer: Any, read_events: ReadEvents
+) -> None:
+    """Issue #19: the matcher's link is applied only to an appointment the calendar announced,
+    as the calendar announced it; a link read before the calendar's event waits for it."""
+    events = await read_events(INVOICING_EVENTS)
+    who = patient()
+    invoice = await buy(producer, events, who)
+    lines = [line.line_id for line in invoice.lines]
+
+    def link(line: UUID, appointment: Appointment) -> LinkAppointment:
+        return LinkAppointment(
+            patient_id=who,
+            invoice_id=invoice.invoice_id,
+            line_id=line,
+            appointment=appointment,
+            rule="t",
+        )
+
+    # Read before the calendar's event: it waits (the line untouched), then links on the event.
+    early = appointment_for(who, days_ahead(2))
+    await producer.send(link(lines[0], early))
+
+    async def waiting(appointment: Appointment) -> bool:
+        return bool(
+            await invoicing.pool.fetchval(
+                "SELECT 1 FROM waiting_links WHERE appointment_id = $1",
+                appointment.appointment_id,
+            )
+        )
+
+    await until(lambda: waiting(early), "the early link, waiting for the calendar's event")
+    await announce(producer, early)
+    linked = await events.wait_for(LineLinked, about(early.appointment_id))
+    assert linked.payload.line.line_id == lines[0]
+
+    # The snapshot disagrees with what the calendar said of that version: refused, naming it.
+    moved = appointment_for(who, days_ahead(3))
+    await announce(producer, moved)
+    forged = moved.model_copy(update={"practitioner_id": DR_B})
+    await producer.send(link(lines[1], forged))
+    refused = await events.wait_for(LinkRefused, about(moved.appointment_id))
+    assert refused.payload.code == LinkRefusalCode.STALE
+    assert "appointment.practitioner_id" in refused.payload.reason
+
+    # Another patient's appointment, claimed for this patient: refused.
+    theirs = appointment_for(patient(), days_ahead(3))
+    await announce(producer, theirs)
+    await producer.send(link(lines[1], theirs.model_copy(update={"patient_id": who})))
+    refused = await events.wait_for(LinkRefused, about(theirs.appointment_id))
+    assert refused.payload.code == LinkRefusalCode.WRONG_PATIENT
+
+    # An appointment the calendar never announced never takes a session; the matcher's unlink
+    # withdraws the waiting link.
+    ghost = appointment_for(who, days_ahead(4))
+    await producer.send(link(lines[2], ghost))
+    await until(lambda: waiting(ghost), "the ghost's link, waiting")
+    line = await invoicing.pool.fetchrow(
+        "SELECT status, appointment_id FROM invoice_lines WHERE line_id = $1", lines[2]
+    )
+    assert line is not None and (line["status"], line["appointment_id"]) == ("open", None)
+    await producer.send(
+        UnlinkAppointment(
+            patient_id=who,
+            invoice_id=invoice.invoice_id,
+            line_id=lines[2],
+            appointment_id=ghost.appointment_id,
+            appointment_version=2,
+            reason=UnlinkReason.DELETED,
+        )
+    )
+    withdrawn = await events.wait_for(LinkRefused, about(ghost.appointment_id))
+    assert "withdrawn" in withdrawn.payload.reason
+    assert not await waiting(ghost)

@@ -5,6 +5,7 @@
     packline-admin dead-letters redrive --service calendar (--all | --at PARTITION:OFFSET ...)
     packline-admin reconcile [--calendar-url U] [--invoicing-url U] [--matcher-url U]
     packline-admin rewind --service matcher   (replicas stopped: replay its topics from the start)
+    packline-admin acls [--format lines|kafka-acls]   (each principal's ACLs, from the registry)
 
 Every command reads PACKLINE_KAFKA_BOOTSTRAP_SERVERS, PACKLINE_TOPIC_PREFIX and the Kafka security
 settings (PACKLINE_KAFKA_SECURITY_PROTOCOL, ..._SASL_*, ..._SSL_*) like the services.
@@ -21,6 +22,7 @@ import httpx
 from packline_contracts.topics import SERVICES, dead_letter_topic
 
 from packline_core import deadletters
+from packline_core.acls import acls, kafka_acls_commands
 from packline_core.kafka import KafkaSettings
 from packline_core.reconcile import reconcile
 from packline_core.rewind import GroupNotEmpty, rewind_service
@@ -81,6 +83,18 @@ def _parser() -> argparse.ArgumentParser:
         help="move a stopped service's consumer groups to the start of their topics (replay)",
     )
     rewind.add_argument("--service", required=True, choices=SERVICES)
+    principals = commands.add_parser(
+        "acls",
+        help="print the ACLs of every Packline principal, derived from the topic registry",
+    )
+    principals.add_argument("--prefix", default=os.environ.get("PACKLINE_TOPIC_PREFIX", ""))
+    principals.add_argument(
+        "--format",
+        choices=("lines", "kafka-acls"),
+        default="lines",
+        help="lines: 'PRINCIPAL TOPIC|GROUP NAME OPERATION' (deploy/kafka/kafka.sh acls reads "
+        "them); kafka-acls: kafka-acls.sh commands for a production cluster",
+    )
     check = commands.add_parser(
         "reconcile", help="check that the three services agree on every link (I3); exit 1 if not"
     )
@@ -186,6 +200,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"rewound {group} to the earliest offsets")
     elif args.command == "dead-letters":
         asyncio.run(_dead_letters(args))
+    elif args.command == "acls":
+        if args.format == "lines":
+            print("\n".join(acl.line() for acl in acls(args.prefix)))
+        else:
+            print("\n".join(kafka_acls_commands(args.prefix)))
     elif args.command == "reconcile" and not asyncio.run(_reconcile(args)):
         raise SystemExit(1)
 

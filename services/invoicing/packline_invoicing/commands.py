@@ -40,14 +40,14 @@ from packline_contracts.invoices import (
     UnlinkReason,
     VoidPackageInvoice,
 )
-from packline_contracts.topics import INVOICING_COMMANDS
+from packline_contracts.topics import INVOICING_COMMANDS, INVOICING_LINKS
 from packline_contracts.types import DEFAULT_TIME_ZONE, MAX_INT32, Appointment, PatientId
 from packline_core.consumer import MessageConsumer
 from packline_core.errors import Rejected
 from packline_core.outbox import Transaction
 from pydantic import TypeAdapter, ValidationError
 
-from packline_invoicing import attendance, directory, invoices, rules
+from packline_invoicing import attendance, directory, invoices, known, rules
 
 
 def register_commands(consumer: MessageConsumer) -> None:
@@ -384,8 +384,14 @@ async def release_all(tx: Transaction, invoice_id: UUID) -> None:
 
 
 async def link(tx: Transaction, envelope: Envelope[LinkAppointment]) -> None:
-    command = envelope.payload
-    await apply_link(tx, command.invoice_id, command.line_id, command.appointment, command.rule)
+    await apply_checked_link(tx, envelope.payload)
+
+
+async def apply_checked_link(tx: Transaction, command: LinkAppointment) -> None:
+    """The matcher's link, checked first against the appointment invoicing knows (it may wait
+    for the calendar's event, see packline_invoicing.known), then against the line."""
+    if await known.check_link(tx, command):
+        await apply_link(tx, command.invoice_id, command.line_id, command.appointment, command.rule)
 
 
 async def apply_link(
@@ -499,6 +505,8 @@ async def unlink(tx: Transaction, envelope: Envelope[UnlinkAppointment]) -> None
     if line["appointment_id"] == command.appointment_id and line["status"] == "used":
         return refuse(tx, command, attendance.USED_STAYS, command.line_id)
     if line["appointment_id"] != command.appointment_id or line["status"] != "linked":
+        if await known.withdraw(tx, command.line_id, command.appointment_id):
+            return None  # its link was still waiting for the calendar's event: withdrawn
         return refuse(tx, command, "the line does not hold that appointment", command.line_id)
     forfeit = None
     if command.forfeit:
@@ -552,5 +560,5 @@ async def answer_refused_command(tx: Transaction, outline: dict[str, Any], why: 
 INVOICE_COMMANDS = {
     name
     for name, cls in MESSAGE_TYPES.items()
-    if issubclass(cls, InvoiceCommand) and cls.TOPIC == INVOICING_COMMANDS
+    if issubclass(cls, InvoiceCommand) and cls.TOPIC in (INVOICING_COMMANDS, INVOICING_LINKS)
 }

@@ -19,6 +19,7 @@ from packline_invoicing.booking import (
 from packline_invoicing.commands import register_commands
 from packline_invoicing.directory import register_directory
 from packline_invoicing.http import register_http
+from packline_invoicing.known import register_known_appointments
 from packline_invoicing.settings import InvoicingSettings
 
 NAME = "invoicing"
@@ -34,6 +35,8 @@ def create_service(settings: InvoicingSettings | None = None) -> Service:
     booking_results = service.consumer("booking-results")
     register_booking_results(booking_results)
     register_attendance(booking_results)
+    # Last: it remembers every appointment before the handlers above see it (links check it).
+    register_known_appointments(booking_results)
     register_directory(service.consumer("directory"))
     register_http(service)
     register_booking(service, settings.calendar_url, settings.calendar_token)
