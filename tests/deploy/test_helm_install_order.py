@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from packline_contracts.topics import SERVICES
 
 from tests.deploy.helm import (
     CHART,
@@ -38,6 +39,11 @@ SECRET_VALUES = [
         "matcher-database-url",
         "kafka-sasl-username",
         "kafka-sasl-password",
+        *(
+            f"{service}-kafka-sasl-{part}"
+            for service in SERVICES
+            for part in ("username", "password")
+        ),
         "kafka-sasl-mechanism",
         "kafka-tls",
     )

@@ -97,12 +97,17 @@ env:
     valueFrom:
       secretKeyRef: { name: {{ $secret }}, key: staff-tokens }
   {{- if hasPrefix "SASL_" .root.Values.kafka.securityProtocol }}
+  {{- /* A service runs as its own principal (R17); the hook Jobs (topics) as the admin user. */}}
+  {{- $user := "kafka-sasl" }}
+  {{- if and .root.Values.kafka.servicePrincipals (not .hook) }}
+  {{- $user = printf "%s-kafka-sasl" .name }}
+  {{- end }}
   - name: PACKLINE_KAFKA_SASL_USERNAME
     valueFrom:
-      secretKeyRef: { name: {{ $secret }}, key: kafka-sasl-username }
+      secretKeyRef: { name: {{ $secret }}, key: {{ $user }}-username }
   - name: PACKLINE_KAFKA_SASL_PASSWORD
     valueFrom:
-      secretKeyRef: { name: {{ $secret }}, key: kafka-sasl-password }
+      secretKeyRef: { name: {{ $secret }}, key: {{ $user }}-password }
   {{- end }}
   {{- if eq .name "invoicing" }}
   - name: PACKLINE_CALENDAR_TOKEN
