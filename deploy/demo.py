@@ -154,7 +154,8 @@ async def story() -> None:
         saved = (
             await invoicing.put(
                 f"{base}/appointment",
-                json={"starts_at": start.isoformat(), "booked_by": "reception"},
+                # Who books is the caller the token names, not a field of the request.
+                json={"starts_at": start.isoformat()},
             )
         ).json()
         first = UUID(saved["appointment_id"])
@@ -220,10 +221,7 @@ async def story() -> None:
         say(f"   Booked, but not linked: {why.candidates[0].reason}.")
 
         say("\n5. Staff unlink the calendar booking from the invoice (X, then Unassigned).")
-        await invoicing.delete(
-            f"/invoices/{invoice_id}/lines/{link.line.line_id}/appointment",
-            params={"unassigned_by": "reception"},
-        )
+        await invoicing.delete(f"/invoices/{invoice_id}/lines/{link.line.line_id}/appointment")
         await events.wait_for(LineUnlinked, lambda e: e.payload.appointment_id == second)
         panel = await wait_until(lambda: unnoted(calendar, second), "the note to go")
         say(

@@ -70,6 +70,7 @@ EVERY_SERVICE = {
     "GET /health/ready": {200, 503},
     "POST /ops/probes": {202},
     "GET /ops/probes/{probe_id}": {200, 404},
+    "GET /whoami": {200},
 }
 NAMES = ["calendar", "invoicing", "matcher", "console"]
 

@@ -11,6 +11,7 @@ from uuid import UUID
 from fastapi import HTTPException, Query
 from packline_contracts import clinic_time
 from packline_contracts.types import Day, Instant, LocationId, Minutes, PatientId, PractitionerId
+from packline_core.auth import needs
 from packline_core.http_errors import invalid
 from packline_core.openapi import NOT_FOUND, Link
 from packline_core.service import Service
@@ -25,6 +26,7 @@ def register_http(service: Service) -> None:
 
     @http.get(
         "/appointments/{appointment_id}",
+        dependencies=[needs("read calendar")],
         tags=["appointments"],
         response_model=AppointmentShown,
         responses=NOT_FOUND,
@@ -45,7 +47,12 @@ def register_http(service: Service) -> None:
             "package": package_note(note),
         }
 
-    @http.get("/fees", tags=["appointments"], response_model=list[FeeShown])
+    @http.get(
+        "/fees",
+        dependencies=[needs("read reference")],
+        tags=["appointments"],
+        response_model=list[FeeShown],
+    )
     async def fees() -> list[dict[str, Any]]:
         """The fees an appointment can have (from invoicing's catalogue), with their durations."""
         rows = await service.pool.fetch(
@@ -53,7 +60,9 @@ def register_http(service: Service) -> None:
         )
         return [dict(row) for row in rows]
 
-    @http.get("/links", tags=["operations"], response_model=list[Link])
+    @http.get(
+        "/links", dependencies=[needs("operations")], tags=["operations"], response_model=list[Link]
+    )
     async def links() -> list[dict[str, Any]]:
         """Every package note that says an appointment redeems a line (for reconcile)."""
         rows = await service.pool.fetch(
@@ -64,6 +73,7 @@ def register_http(service: Service) -> None:
 
     @http.get(
         "/patients/{patient_id}/appointments",
+        dependencies=[needs("read calendar")],
         tags=["appointments"],
         response_model=list[AppointmentShown],
     )
@@ -74,6 +84,7 @@ def register_http(service: Service) -> None:
 
     @http.get(
         "/appointments",
+        dependencies=[needs("read calendar")],
         tags=["appointments"],
         response_model=list[AppointmentShown],
         responses=NOT_FOUND,
@@ -118,7 +129,12 @@ def register_http(service: Service) -> None:
             location_id,
         )
 
-    @http.get("/directory", tags=["appointments"], response_model=Directory)
+    @http.get(
+        "/directory",
+        dependencies=[needs("read reference")],
+        tags=["appointments"],
+        response_model=Directory,
+    )
     async def directory() -> dict[str, list[dict[str, Any]]]:
         """The practitioners and locations a calendar can show and book."""
         async with service.pool.acquire() as conn:
@@ -155,6 +171,7 @@ def register_http(service: Service) -> None:
 
     @http.get(
         "/availability",
+        dependencies=[needs("read calendar")],
         tags=["appointments"],
         response_model=Availability,
         # Local times and the clash only when there are: absent, not null, otherwise.

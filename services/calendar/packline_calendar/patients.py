@@ -32,6 +32,7 @@ from packline_contracts.patients import (
     UpdatePatient,
 )
 from packline_contracts.types import Day, PatientId
+from packline_core.auth import needs
 from packline_core.consumer import MessageConsumer
 from packline_core.db import Connection
 from packline_core.http_errors import invalid
@@ -175,7 +176,12 @@ TOP = "\U0010ffff"
 def register_patient_search(service: Service) -> None:
     http = service.http
 
-    @http.get("/patients", tags=["patients"], response_model=PatientPage)
+    @http.get(
+        "/patients",
+        dependencies=[needs("read patients")],
+        tags=["patients"],
+        response_model=PatientPage,
+    )
     async def find_patients(
         request: Request,
         name: Annotated[str | None, Query(max_length=200)] = None,
@@ -244,6 +250,7 @@ def register_patient_search(service: Service) -> None:
 
     @http.get(
         "/patients/{patient_id}",
+        dependencies=[needs("read patients")],
         tags=["patients"],
         response_model=PatientEntry,
         responses=NOT_FOUND,

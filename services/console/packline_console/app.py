@@ -2,7 +2,8 @@
 and the calendar commands staff give (book, cancel, delete), published on the calendar's command
 topic like any front end's. It has no database and no secret of its own: each request carries
 the staff member's token, which the services check; before publishing a command the console
-asks the calendar whether the token is good.
+asks the calendar who the token's staff member is (``GET /whoami``) and records the command as
+theirs (``booked_by``, ``cancelled_by``, ``deleted_by``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ STATIC = Path(__file__).parent / "static"
 SERVICES = ("calendar", "invoicing", "matcher")
 COMMANDS: list[str | Enum] = ["calendar commands"]
 DESCRIPTION = """The staff console's own routes: the calendar commands staff give, published on
-the calendar's command topic (the token is checked by asking the calendar).
+the calendar's command topic as the caller the calendar verifies from the token (its `/whoami`).
 
 Not listed here: `/api/{service}/{path}` (GET, PUT, POST, DELETE) passes a request on unchanged,
 with the caller's token, to `service` (calendar, invoicing or matcher) at `/{path}`, and answers
@@ -148,10 +149,28 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             media_type=answer.headers.get("content-type"),
         )
 
-    async def staff_only(request: Request) -> str:
-        """Who may give calendar commands: whoever the calendar accepts (401 / 403 otherwise)."""
-        await calendar_directory(request)
-        return "staff-console"
+    async def staff_only(request: Request, permission: str) -> str:
+        """Who gives a calendar command: the caller the calendar verifies from the forwarded
+        token (``GET /whoami``; 401 / 403 otherwise), recorded as the command's actor; their role
+        must allow ``permission`` (403). With the calendar's API open (development) there is no
+        verified caller: ``staff-console``."""
+        client: httpx.AsyncClient = state["http"]
+        try:
+            answer = await client.get(
+                f"{settings.calendar_url}/whoami", headers=_forwarded(request)
+            )
+        except httpx.TransportError as error:
+            raise HTTPException(502, "the calendar service does not answer") from error
+        if answer.status_code in (401, 403):
+            raise HTTPException(answer.status_code, _detail(answer))
+        if answer.status_code != 200:
+            raise HTTPException(502, f"the calendar service answered {answer.status_code}")
+        who = answer.json()
+        if not who.get("authenticated"):
+            return "staff-console"
+        if permission not in who.get("permissions", []):
+            raise HTTPException(403, f"role {who.get('role')} may not {permission}")
+        return str(who["sub"])
 
     async def calendar_directory(request: Request) -> dict[str, Any]:
         """The calendar's directory, asked with the caller's credentials (so it also says
@@ -178,8 +197,8 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     )
     async def book(booking: Booking, request: Request) -> dict[str, Any]:
         """New appointment in the calendar (R4): the matcher links it to a package line."""
+        actor = await staff_only(request, "book")
         directory = await calendar_directory(request)
-        actor = "staff-console"
         zones = {loc["location_id"]: loc.get("time_zone") for loc in directory["locations"]}
         starts_at = booking.instant(zones.get(booking.location_id))
         appointment_id = uuid4()
@@ -207,7 +226,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     )
     async def cancel(appointment_id: UUID, change: Change, request: Request) -> dict[str, Any]:
         """Cancel (R9): its package line is released."""
-        actor = await staff_only(request)
+        actor = await staff_only(request, "cancel")
         await state["producer"].send(
             CancelAppointment(
                 patient_id=change.patient_id,
@@ -227,7 +246,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     )
     async def delete(appointment_id: UUID, change: Change, request: Request) -> dict[str, Any]:
         """Delete (R9): its package line is released."""
-        actor = await staff_only(request)
+        actor = await staff_only(request, "cancel")
         await state["producer"].send(
             DeleteAppointment(
                 patient_id=change.patient_id, appointment_id=appointment_id, deleted_by=actor

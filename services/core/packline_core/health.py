@@ -10,21 +10,30 @@ from __future__ import annotations
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
+from packline_core.auth import needs
 from packline_core.openapi import Alive, Readiness
 from packline_core.service import Service
 
 
 def register_health(service: Service) -> None:
-    @service.http.get("/metrics", tags=["operations"], include_in_schema=False)
+    @service.http.get(
+        "/metrics", dependencies=[needs("operations")], tags=["operations"], include_in_schema=False
+    )
     async def metrics() -> Response:
         return service.metrics.response()
 
-    @service.http.get("/health/live", tags=["operations"], response_model=Alive)
+    @service.http.get(
+        "/health/live",
+        dependencies=[needs("operations")],
+        tags=["operations"],
+        response_model=Alive,
+    )
     async def live() -> dict[str, str]:
         return {"status": "alive", "service": service.name}
 
     @service.http.get(
         "/health/ready",
+        dependencies=[needs("operations")],
         tags=["operations"],
         response_model=Readiness,
         responses={503: {"model": Readiness, "description": "Not ready: the checks say why."}},

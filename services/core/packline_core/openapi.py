@@ -111,8 +111,11 @@ NOT_FOUND: Responses = {404: _problem("Not found: the detail names what.")}
 CONFLICT: Responses = {409: _problem("The thing is not in a state that allows this now.")}
 BAD_GATEWAY: Responses = {502: _problem("A service this one asks did not answer properly.")}
 
-UNAUTHORIZED = _problem("No staff token: send Authorization: Bearer <token>.")
-FORBIDDEN = _problem("This token is not allowed here.")
+UNAUTHORIZED = _problem(
+    "No staff token, or one that does not verify (expired, wrongly signed, another issuer or "
+    "audience): send Authorization: Bearer <token>."
+)
+FORBIDDEN = _problem("This token is not allowed here, or its role may not do this.")
 BAD_LENGTH = _problem("Content-Length is not a number.")
 TOO_LARGE = _problem("The request body is larger than PACKLINE_HTTP_MAX_BODY_BYTES.")
 
@@ -198,7 +201,10 @@ def completed(
         components.setdefault("securitySchemes", {})[BEARER] = {
             "type": "http",
             "scheme": "bearer",
-            "description": "A staff token (one of PACKLINE_STAFF_TOKENS). In Swagger UI: "
+            "bearerFormat": "JWT",
+            "description": "A staff member's OpenID Connect access token (a JWT of "
+            "PACKLINE_OIDC_ISSUER: sub, name, role, clinics), or a static service token (one "
+            "of PACKLINE_STAFF_TOKENS). In Swagger UI: "
             "Authorize, then paste the token.",
         }
     return document

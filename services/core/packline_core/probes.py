@@ -16,6 +16,7 @@ from fastapi import HTTPException
 from packline_contracts.envelope import Envelope
 from packline_contracts.probes import ProbeSent
 
+from packline_core.auth import needs
 from packline_core.openapi import NOT_FOUND, ProbeReceived
 from packline_core.outbox import Transaction
 from packline_core.service import Service
@@ -36,7 +37,9 @@ def register_probes(service: Service) -> None:
             probe.sent_at,
         )
 
-    @service.http.post("/ops/probes", status_code=202, tags=["operations"])
+    @service.http.post(
+        "/ops/probes", dependencies=[needs("operations")], status_code=202, tags=["operations"]
+    )
     async def send_probe() -> ProbeSent:
         probe = ProbeSent(probe_id=uuid4(), sent_by=service.name, sent_at=datetime.now(UTC))
         async with service.transaction() as tx:
@@ -45,6 +48,7 @@ def register_probes(service: Service) -> None:
 
     @service.http.get(
         "/ops/probes/{probe_id}",
+        dependencies=[needs("operations")],
         tags=["operations"],
         response_model=ProbeReceived,
         responses=NOT_FOUND,

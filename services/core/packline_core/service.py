@@ -25,7 +25,7 @@ from packline_contracts.envelope import Envelope
 from packline_contracts.topics import consumer as consumer_spec
 
 from packline_core import deadletters, migrations, openapi, tracing
-from packline_core.auth import needs_token, open_paths, protect
+from packline_core.auth import needs_token, open_paths, protect, register_whoami
 from packline_core.body_limit import BodyLimit
 from packline_core.consumer import ConsumerSettings, MessageConsumer
 from packline_core.db import Connection
@@ -82,6 +82,7 @@ class Service:
         )
         openapi.install(self.http, protected=lambda path: needs_token(path, open_paths(settings)))
         protect(self.http, settings)
+        register_whoami(self.http)
         install_error_answers(self.http)
         self.http.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
         self.tracing = tracing.install(self)  # spans for HTTP, consume, apply, publish

@@ -100,6 +100,42 @@ class ServiceSettings(KafkaSettings):
     open_operations: bool = Field(
         default=True, description="Health and metrics answer without a token."
     )
+    # --- staff identity: OpenID Connect access tokens (packline_core.identity, docs/identity.md)
+    oidc_issuer: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The OpenID Connect issuer whose access tokens the staff API accepts "
+        "(the tokens' 'iss'). Unset: no OIDC tokens.",
+    )
+    oidc_audience: str | None = Field(
+        default=None, min_length=1, description="The 'aud' the tokens must carry."
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The issuer's JWKS; unset: the jwks_uri of its "
+        "/.well-known/openid-configuration.",
+    )
+    oidc_leeway_seconds: float = Field(
+        default=30, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat."
+    )
+    oidc_jwks_cache_seconds: float = Field(
+        default=300, gt=0, description="How long the issuer's keys are kept before refetching."
+    )
+    oidc_name_claim: str = Field(default="name", min_length=1)
+    oidc_role_claim: str = Field(
+        default="role", min_length=1, description="The claim holding the Packline role."
+    )
+    oidc_clinics_claim: str = Field(
+        default="clinics", min_length=1, description="The claim holding the location ids."
+    )
+    staff_token_subject: str = Field(
+        default="static-token",
+        min_length=1,
+        max_length=128,
+        description="The staff id a static token (PACKLINE_STAFF_TOKENS) acts as; audit fields "
+        "record it.",
+    )
     otlp_endpoint: str | None = Field(
         default=None,
         pattern=r"^https?://",
@@ -116,11 +152,14 @@ class ServiceSettings(KafkaSettings):
 
     @model_validator(mode="after")
     def _staff_api_closed_unless_opened(self) -> ServiceSettings:
-        if not self.staff_tokens and not self.staff_api_open:
+        if not self.staff_tokens and not self.oidc_issuer and not self.staff_api_open:
             raise ValueError(
-                "PACKLINE_STAFF_TOKENS is not set: set it, or PACKLINE_STAFF_API_OPEN=true to "
-                "serve the staff API without authentication (development only)"
+                "PACKLINE_STAFF_TOKENS is not set, nor PACKLINE_OIDC_ISSUER: set one, or "
+                "PACKLINE_STAFF_API_OPEN=true to serve the staff API without authentication "
+                "(development only)"
             )
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError("PACKLINE_OIDC_ISSUER needs PACKLINE_OIDC_AUDIENCE")
         return self
 
     def topic(self, topic: Topic) -> str:

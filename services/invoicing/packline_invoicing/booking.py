@@ -18,7 +18,7 @@ from uuid import UUID
 
 import httpx
 import structlog
-from fastapi import HTTPException, Query
+from fastapi import HTTPException, Query, Request
 from packline_contracts import clinic_time, wording
 from packline_contracts.appointments import AppointmentBooked, BookAppointment, BookingRefused
 from packline_contracts.envelope import Envelope
@@ -39,6 +39,7 @@ from packline_contracts.types import (
     PractitionerId,
     Reason,
 )
+from packline_core.auth import acting, caller, needs
 from packline_core.consumer import MessageConsumer
 from packline_core.http_errors import invalid
 from packline_core.openapi import BAD_GATEWAY, CONFLICT, NOT_FOUND
@@ -80,7 +81,11 @@ class LineBooking(BaseModel):
     location_id: LocationId | None = Field(
         default=None, description="Needed when the line allows several."
     )
-    booked_by: Actor
+    booked_by: Actor | None = Field(
+        default=None,
+        description="Who books: the verified caller's staff id (leave it out; another value is "
+        "refused).",
+    )
 
 
 def when(booking: LineBooking, zone: str | None, location: str, where: str = "body") -> datetime:
@@ -156,6 +161,7 @@ def register_booking(
 
     @http.get(
         "/invoices/{invoice_id}/lines/{line_id}/availability",
+        dependencies=[needs("book")],
         tags=["book from the invoice"],
         response_model=Availability,
         # Local times and the clash only when there are: absent, not null, otherwise.
@@ -163,6 +169,7 @@ def register_booking(
         responses=NOT_FOUND | CONFLICT | BAD_GATEWAY,
     )
     async def check_availability(
+        request: Request,
         invoice_id: UUID,
         line_id: UUID,
         starts_at: Instant | None = None,
@@ -190,7 +197,13 @@ def register_booking(
         }
         if zone is not None:
             params["location_id"] = location
-        async with httpx.AsyncClient(base_url=calendar_url, headers=headers, timeout=5) as client:
+        # The calendar's own token if one is configured, else the caller's own.
+        asking = headers or (
+            {"Authorization": request.headers["authorization"]}
+            if "authorization" in request.headers
+            else {}
+        )
+        async with httpx.AsyncClient(base_url=calendar_url, headers=asking, timeout=5) as client:
             answer = await client.get("/availability", params=params, headers=http_headers())
         if answer.status_code != 200:
             raise HTTPException(
@@ -200,15 +213,18 @@ def register_booking(
 
     @http.put(
         "/invoices/{invoice_id}/lines/{line_id}/appointment",
+        dependencies=[needs("book")],
         status_code=202,
         tags=["book from the invoice"],
         response_model=BookingRequested,
         responses=NOT_FOUND | CONFLICT,
     )
     async def book_from_line(
-        invoice_id: UUID, line_id: UUID, booking: LineBooking
+        invoice_id: UUID, line_id: UUID, booking: LineBooking, request: Request
     ) -> dict[str, Any]:
-        """Save with "Add appointment: Yes": asks the calendar to book; answers at once."""
+        """Save with "Add appointment: Yes": asks the calendar to book; answers at once. The
+        booking is recorded as the verified caller's (``booked_by``)."""
+        booked_by = acting(caller(request), booking.booked_by, ["body", "booked_by"])
         async with service.transaction() as tx:
             line = await open_line(tx.conn, invoice_id, line_id, lock=True)
             if line["status"] != "open":
@@ -255,7 +271,7 @@ def register_booking(
                     fee_ids=[line["fee_id"]],
                     source=BookingSource.INVOICE,
                     invoice_line=InvoiceLineRef(invoice_id=invoice_id, line_id=line_id),
-                    booked_by=booking.booked_by,
+                    booked_by=booked_by,
                 )
             )
             tx.publish(
@@ -277,14 +293,26 @@ def register_booking(
 
     @http.delete(
         "/invoices/{invoice_id}/lines/{line_id}/appointment",
+        dependencies=[needs("unlink")],
         tags=["book from the invoice"],
         response_model=LineOpened,
         responses=NOT_FOUND | CONFLICT,
     )
     async def unassign_line(
-        invoice_id: UUID, line_id: UUID, unassigned_by: Actor
+        invoice_id: UUID,
+        line_id: UUID,
+        request: Request,
+        given: Annotated[
+            Actor | None,
+            Query(
+                alias="unassigned_by",
+                description="The verified caller's staff id (leave it out; another is refused).",
+            ),
+        ] = None,
     ) -> dict[str, Any]:
-        """R8: the X, then "Unassigned", in one action. The appointment stays in the calendar."""
+        """R8: the X, then "Unassigned", in one action. The appointment stays in the calendar.
+        Recorded as the verified caller's (``unassigned_by``)."""
+        unassigned_by = acting(caller(request), given, ["query", "unassigned_by"])
         async with service.transaction() as tx:
             line = await open_line(tx.conn, invoice_id, line_id)
             command = UnassignInvoiceLine(
@@ -307,6 +335,7 @@ def register_booking(
 
     @http.delete(
         "/invoices/{invoice_id}/lines/{line_id}/booking-request",
+        dependencies=[needs("book")],
         tags=["book from the invoice"],
         response_model=RequestReleased,
         responses=NOT_FOUND | CONFLICT,
@@ -316,7 +345,15 @@ def register_booking(
     async def release_booking_request(
         invoice_id: UUID,
         line_id: UUID,
-        released_by: Annotated[Actor, Query(description="Who releases it (shown on the line).")],
+        request: Request,
+        given: Annotated[
+            Actor | None,
+            Query(
+                alias="released_by",
+                description="Who releases it (shown on the line): the verified caller's staff "
+                "id (leave it out; another is refused).",
+            ),
+        ] = None,
         reason: Annotated[
             Reason | None,
             # At most 300: with who released it, the note still fits a Reason (500).
@@ -329,6 +366,7 @@ def register_booking(
         appointment stays in the calendar without the package and is never linked on its own
         (see ``booked`` below). 404: no such line on this invoice; 409: the line holds no
         booking request (open, linked or forfeited)."""
+        released_by = acting(caller(request), given, ["query", "released_by"])
         async with service.transaction() as tx:
             line = await open_line(tx.conn, invoice_id, line_id, lock=True)
             if line["status"] == "linked":

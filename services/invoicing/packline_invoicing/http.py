@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from packline_contracts import clinic_time, wording
 from packline_contracts.catalogue import Package
 from packline_contracts.invoices import IssuePackageInvoice, PackageInvoice, PurchaseChannel
 from packline_contracts.types import Actor, LocationId, PackageId, PatientId, Restriction
+from packline_core.auth import acting, caller, needs
 from packline_core.http_errors import invalid
 from packline_core.openapi import NOT_FOUND, Link
 from packline_core.service import Service
@@ -27,7 +28,11 @@ class Sale(BaseModel):
 
     patient_id: PatientId
     package_id: PackageId
-    issued_by: Actor
+    issued_by: Actor | None = Field(
+        default=None,
+        description="Who sells: the verified caller's staff id (leave it out; another value is "
+        "refused).",
+    )
     invoice_id: UUID = Field(default_factory=uuid4, description="Send your own to retry safely.")
     practitioners: Restriction | None = None
     locations: Restriction | None = None
@@ -41,14 +46,21 @@ class Sale(BaseModel):
 def register_http(service: Service) -> None:
     http = service.http
 
-    @http.post("/invoices", status_code=201, tags=["package invoices"], response_model=InvoiceShown)
-    async def sell_package(sale: Sale) -> dict[str, Any]:
+    @http.post(
+        "/invoices",
+        dependencies=[needs("sell")],
+        status_code=201,
+        tags=["package invoices"],
+        response_model=InvoiceShown,
+    )
+    async def sell_package(sale: Sale, request: Request) -> dict[str, Any]:
+        issued_by = acting(caller(request), sale.issued_by, ["body", "issued_by"])
         command = IssuePackageInvoice(
             patient_id=sale.patient_id,
             invoice_id=sale.invoice_id,
             package_id=sale.package_id,
             channel=PurchaseChannel.STAFF,
-            issued_by=sale.issued_by,
+            issued_by=issued_by,
             issued_at=datetime.now(UTC),
             practitioners=sale.practitioners,
             locations=sale.locations,
@@ -64,6 +76,7 @@ def register_http(service: Service) -> None:
 
     @http.get(
         "/invoices/{invoice_id}",
+        dependencies=[needs("read invoices")],
         tags=["package invoices"],
         response_model=InvoiceShown,
         responses=NOT_FOUND,
@@ -75,7 +88,11 @@ def register_http(service: Service) -> None:
             return await shown_with_notes(conn, invoice_id)
 
     @http.get(
-        "/packages/{package_id}", tags=["catalogue"], response_model=Package, responses=NOT_FOUND
+        "/packages/{package_id}",
+        dependencies=[needs("read reference")],
+        tags=["catalogue"],
+        response_model=Package,
+        responses=NOT_FOUND,
     )
     async def package_terms(package_id: PackageId) -> dict[str, Any]:
         terms = await service.pool.fetchval(
@@ -85,7 +102,9 @@ def register_http(service: Service) -> None:
             raise HTTPException(404, f"no package {package_id}")
         return dict(json.loads(terms))
 
-    @http.get("/links", tags=["operations"], response_model=list[Link])
+    @http.get(
+        "/links", dependencies=[needs("operations")], tags=["operations"], response_model=list[Link]
+    )
     async def links() -> list[dict[str, Any]]:
         """Every line holding an appointment: the authority for packline-admin reconcile."""
         rows = await service.pool.fetch(
@@ -96,6 +115,7 @@ def register_http(service: Service) -> None:
 
     @http.get(
         "/patients/{patient_id}/invoices",
+        dependencies=[needs("read invoices")],
         tags=["package invoices"],
         response_model=list[InvoiceShown],
     )

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from fastapi import HTTPException
 from packline_contracts.types import PatientId
+from packline_core.auth import needs
 from packline_core.openapi import NOT_FOUND, Link
 from packline_core.service import Service
 
@@ -18,6 +19,7 @@ from packline_matcher.responses import AppointmentSeen, Explanation, PatientLine
 def register_http(service: Service) -> None:
     @service.http.get(
         "/appointments/{appointment_id}/explanation",
+        dependencies=[needs("read calendar")],
         tags=["matching"],
         response_model=Explanation,
         responses=NOT_FOUND,
@@ -40,7 +42,9 @@ def register_http(service: Service) -> None:
             "explained_at": row["explained_at"],
         }
 
-    @service.http.get("/links", tags=["operations"], response_model=list[Link])
+    @service.http.get(
+        "/links", dependencies=[needs("operations")], tags=["operations"], response_model=list[Link]
+    )
     async def all_links() -> list[dict[str, Any]]:
         """The read model's links, and the links it is waiting to hear about (for reconcile)."""
         rows = await service.pool.fetch(
@@ -53,6 +57,7 @@ def register_http(service: Service) -> None:
 
     @service.http.get(
         "/patients/{patient_id}/appointments",
+        dependencies=[needs("read calendar")],
         tags=["matching"],
         response_model=list[AppointmentSeen],
     )
@@ -66,7 +71,10 @@ def register_http(service: Service) -> None:
         return [dict(row) for row in rows]
 
     @service.http.get(
-        "/patients/{patient_id}/links", tags=["matching"], response_model=PatientLines
+        "/patients/{patient_id}/links",
+        dependencies=[needs("read invoices")],
+        tags=["matching"],
+        response_model=PatientLines,
     )
     async def links(patient_id: PatientId) -> dict[str, Any]:
         """The read model's view of which line holds which appointment."""

@@ -196,7 +196,7 @@ async function checkAvailability() {
 async function unlink() {
   const { invoice, line } = state;
   try {
-    await api("invoicing", `invoices/${invoice.invoice_id}/lines/${line.line_id}/appointment?unassigned_by=staff-console`, { method: "DELETE" });
+    await api("invoicing", `invoices/${invoice.invoice_id}/lines/${line.line_id}/appointment`, { method: "DELETE" });
   } catch (error) {
     $("line-error").textContent = error.message;
     return;
@@ -211,11 +211,11 @@ async function save(event) {
   const path = `invoices/${invoice.invoice_id}/lines/${line.line_id}/appointment`;
   try {
     if ($("add-yes").checked && line.status === "open") {
-      const body = { ...localTime(), practitioner_id: $("line-practitioner").value, booked_by: "staff-console" };
+      const body = { ...localTime(), practitioner_id: $("line-practitioner").value };
       if ($("line-duration").value) body.duration_minutes = Number($("line-duration").value);
       await api("invoicing", path, { method: "PUT", body: JSON.stringify(body) });
     } else if ($("add-unassigned").checked && line.status === "linked") {
-      await api("invoicing", `${path}?unassigned_by=staff-console`, { method: "DELETE" });
+      await api("invoicing", path, { method: "DELETE" });
     }
   } catch (error) {
     $("line-error").textContent = error.message;
