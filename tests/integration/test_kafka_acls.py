@@ -26,8 +26,14 @@ from packline_contracts.invoices import (
     PackageInvoiceIssued,
     PurchaseChannel,
 )
-from packline_contracts.topics import INVOICING_COMMANDS, INVOICING_EVENTS, INVOICING_LINKS
+from packline_contracts.topics import (
+    INVOICING_COMMANDS,
+    INVOICING_EVENTS,
+    INVOICING_LINKS,
+    dead_letter_topic,
+)
 from packline_contracts.types import Appointment, AppointmentStatus, BookingSource
+from packline_core import deadletters
 from packline_core.acls import acls, user_name
 from packline_core.kafka import KafkaSettings, client_options
 
@@ -206,3 +212,24 @@ async def test_a_service_runs_under_its_own_principal(
             return (await client.get(f"/ops/probes/{probe['probe_id']}")).status_code == 200
 
         await eventually(arrived, within=30, what="the probe, written and read by invoicing")
+
+
+async def test_a_link_smuggled_onto_the_commands_topic_is_dead_lettered(
+    principals: str, start_service: StartService, infrastructure: Any
+) -> None:
+    """The staff front end may write packline.invoicing.commands; a LinkAppointment it puts
+    there is not applied: a message is read only from its own type's topic (I9: dead-lettered,
+    the reason naming message_type)."""
+    invoicing = await start_service("invoicing")
+    _, value, key = forged_link(principals)
+    await send_as("staff-front-end", principals + INVOICING_COMMANDS.name, value, key)
+    topic = invoicing.settings.topic(dead_letter_topic("invoicing"))
+
+    async def dead_lettered() -> list[Any] | None:
+        letters = await deadletters.read_all(infrastructure.kafka_bootstrap, topic)
+        return letters or None
+
+    (letter,) = await eventually(dead_lettered, what="the smuggled link, dead-lettered")
+    assert "message_type" in letter.header("reason")
+    assert "packline.invoicing.links" in letter.header("reason")
+    assert not await invoicing.pool.fetchval("SELECT count(*) FROM waiting_links")

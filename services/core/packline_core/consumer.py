@@ -243,6 +243,21 @@ class MessageConsumer:
         metrics.batch_size.labels(self.name).observe(len(batch))
         metrics.batch_seconds.labels(self.name).observe(time.monotonic() - started)
 
+    def _check_topic(
+        self, record: ConsumerRecord[bytes, bytes], message_type: type[Message]
+    ) -> None:
+        """A message this consumer applies is read only from its type's own topic: the broker's
+        ACLs say who may write each topic (a LinkAppointment on packline.invoicing.commands,
+        which outside producers may write, would otherwise pass for the matcher's)."""
+        if message_type not in self.handlers:
+            return
+        expected = self.service.settings.topic(message_type.TOPIC)
+        if record.topic != expected:
+            raise InvalidMessage.single(
+                "message_type",
+                f"{message_type.__name__} travels on {expected}, not on {record.topic}",
+            )
+
     async def _read(
         self,
         record: ConsumerRecord[bytes, bytes],
@@ -253,6 +268,7 @@ class MessageConsumer:
         try:
             envelope = decode(record.value, record.headers, record.key, require_key=True)
             _check_partition(record, partitions_of(record.topic))
+            self._check_topic(record, type(envelope.payload))
         except InvalidMessage as error:
             reason = f"invalid message: {error}"
             tracing.fail(span, reason)
