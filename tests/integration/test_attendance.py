@@ -11,6 +11,7 @@ from uuid import UUID
 import httpx
 import pytest
 from packline_contracts.appointments import (
+    AppointmentCancelled,
     Attendance,
     AttendanceRecorded,
     CancelAppointment,
@@ -33,7 +34,7 @@ from packline_invoicing.attendance import USED_STAYS
 
 from tests.clinic import booking, days_ahead, package, patient
 from tests.conftest import Infrastructure, ReadEvents, StartService
-from tests.helpers import caught_up, eventually, get_until
+from tests.helpers import about, caught_up, eventually, get_until
 from tests.system import System, start_system
 
 pytestmark = pytest.mark.infra
@@ -201,6 +202,8 @@ async def test_a_used_session_is_not_given_back_by_a_later_cancel_or_unlink(
             cancelled_at=days_ahead(0),
         )
     )
+    # The calendar has cancelled it (and published so) before anything below is judged.
+    await system.events.wait_for(AppointmentCancelled, about(link.appointment_id))
     # Asked directly, invoicing refuses to release it, and says why; staff cannot unassign it.
     await system.producer.send(
         UnlinkAppointment(

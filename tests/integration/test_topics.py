@@ -10,6 +10,7 @@ from packline_contracts.topics import TOPICS
 from packline_core.topics import create_topics
 
 from tests.conftest import Infrastructure
+from tests.helpers import read_until
 
 pytestmark = pytest.mark.infra
 
@@ -22,15 +23,19 @@ async def test_registry_topics_are_created_once_with_their_partitions(
     assert sorted(created) == sorted(f"{prefix}{topic.name}" for topic in TOPICS)
     assert await create_topics(infrastructure.kafka_bootstrap, partitions=5, prefix=prefix) == []
 
+    wanted = {f"{prefix}{topic.name}": topic.partitions or 5 for topic in TOPICS}
     admin = AIOKafkaAdminClient(bootstrap_servers=infrastructure.kafka_bootstrap)
     await admin.start()
     try:
-        described = await admin.describe_topics(created)
+        # A topic just created may be described with no partitions until the metadata of its
+        # partitions has spread (seen on a loaded machine): ask until it has, with a deadline.
+        async def partitions() -> dict[str, int]:
+            described = await admin.describe_topics(created)
+            return {topic["topic"]: len(topic["partitions"]) for topic in described}
+
+        await read_until(partitions, lambda found: found == wanted, what="the partitions")
     finally:
         await admin.close()
-    by_name = {topic["topic"]: len(topic["partitions"]) for topic in described}
-    for topic in TOPICS:
-        assert by_name[f"{prefix}{topic.name}"] == (topic.partitions or 5)
 
 
 async def test_the_broker_does_not_create_topics_on_first_use(
