@@ -304,9 +304,8 @@ async def test_staff_release_a_request_the_calendar_has_not_answered(
         assert unassign.status_code == 409
         assert f"{base}/booking-request" in unassign.json()["detail"]
 
-        # Bad requests name what is wrong.
-        nobody = await client.delete(f"{base}/booking-request")
-        assert nobody.status_code == 422 and "released_by" in nobody.text
+        # Bad requests name what is wrong. (Without released_by, who releases is the verified
+        # caller: tests/integration/test_identity.py; this API is open.)
         empty = await client.delete(f"{base}/booking-request", params={"released_by": ""})
         assert empty.status_code == 422 and "released_by" in empty.text
         other_invoice = await client.delete(

@@ -151,6 +151,9 @@ async def test_staff_act_under_their_verified_identity(
                 await events.wait_for(
                     LineUnlinked, lambda e: str(e.payload.appointment_id) == appointment_id
                 )
+                shown = (await sam.get(f"/invoices/{invoice.invoice_id}")).json()["lines"][0]
+                assert shown["shows"] == "Unassigned"
+                assert shown["note"].startswith("unlinked by Sam Lee (sam) at ")
 
                 # Selling records the seller from the token too; reception does not sell.
                 sold = await sam.post(

@@ -330,7 +330,17 @@ def register_booking(
                 )
             if line["status"] != "linked":
                 raise HTTPException(409, f"the line is {line['status']}, not linked")
-            await commands.unassign(tx, command)
+            if await commands.unassign(tx, command):
+                # Audit on the line (shown with it until it is linked again): who, and when
+                # by the location's clocks.
+                staff = caller(request)
+                who = f"{staff.name} ({staff.sub})" if staff and staff.name != staff.sub else None
+                at = clinic_time.local(clock(), line["appointment_time_zone"])
+                await tx.conn.execute(
+                    "UPDATE invoice_lines SET note = $2 WHERE line_id = $1",
+                    line_id,
+                    f"unlinked by {who or unassigned_by} at {wording.moment(at)}",
+                )
         return {"status": "open", "invoice_id": invoice_id, "line_id": line_id}
 
     @http.delete(
