@@ -154,18 +154,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         token (``GET /whoami``; 401 / 403 otherwise), recorded as the command's actor; their role
         must allow ``permission`` (403). With the calendar's API open (development) there is no
         verified caller: ``staff-console``."""
-        client: httpx.AsyncClient = state["http"]
-        try:
-            answer = await client.get(
-                f"{settings.calendar_url}/whoami", headers=_forwarded(request)
-            )
-        except httpx.TransportError as error:
-            raise HTTPException(502, "the calendar service does not answer") from error
-        if answer.status_code in (401, 403):
-            raise HTTPException(answer.status_code, _detail(answer))
-        if answer.status_code != 200:
-            raise HTTPException(502, f"the calendar service answered {answer.status_code}")
-        who = answer.json()
+        who = await ask_calendar(request, "/whoami")
         if not who.get("authenticated"):
             return "staff-console"
         if permission not in who.get("permissions", []):
@@ -175,11 +164,14 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     async def calendar_directory(request: Request) -> dict[str, Any]:
         """The calendar's directory, asked with the caller's credentials (so it also says
         whether the calendar accepts them: 401 / 403 otherwise)."""
+        return await ask_calendar(request, "/directory")
+
+    async def ask_calendar(request: Request, path: str) -> dict[str, Any]:
+        """GET ``path`` from the calendar with the caller's credentials: its 401 / 403 passed
+        on, anything else but 200 (or no answer) a 502."""
         client: httpx.AsyncClient = state["http"]
         try:
-            answer = await client.get(
-                f"{settings.calendar_url}/directory", headers=_forwarded(request)
-            )
+            answer = await client.get(f"{settings.calendar_url}{path}", headers=_forwarded(request))
         except httpx.TransportError as error:
             raise HTTPException(502, "the calendar service does not answer") from error
         if answer.status_code in (401, 403):
