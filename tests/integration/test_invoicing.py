@@ -273,6 +273,17 @@ async def test_duplicated_link_and_unlink_have_one_effect_and_void_releases_ever
     invoice = await buy(producer, events, who)
     first, second = (appointment_for(who, days_ahead(d)) for d in (2, 3))
     await announce(producer, first, second)
+
+    # The links must find their appointments known, or they wait, and the unlink below would
+    # withdraw a waiting link instead of releasing a linked line.
+    async def known() -> bool:
+        count = await invoicing.pool.fetchval(
+            "SELECT count(*) FROM known_appointments WHERE appointment_id = ANY($1::uuid[])",
+            [first.appointment_id, second.appointment_id],
+        )
+        return bool(count == 2)
+
+    await eventually(known, what="invoicing to know both appointments")
     for appointment, line in ((first, invoice.lines[0]), (second, invoice.lines[1])):
         link = LinkAppointment(
             patient_id=who,
