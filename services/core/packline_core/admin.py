@@ -6,6 +6,8 @@
     packline-admin reconcile [--calendar-url U] [--invoicing-url U] [--matcher-url U]
     packline-admin rewind --service matcher   (replicas stopped: replay its topics from the start)
     packline-admin acls [--format lines|kafka-acls]   (each principal's ACLs, from the registry)
+    packline-admin acls --apply [--user KIND=NAME ...] [--password-env KIND=VARIABLE ...]
+                        (create them on the cluster as the admin user; --remove deletes them)
 
 Every command reads PACKLINE_KAFKA_BOOTSTRAP_SERVERS, PACKLINE_TOPIC_PREFIX and the Kafka security
 settings (PACKLINE_KAFKA_SECURITY_PROTOCOL, ..._SASL_*, ..._SSL_*) like the services.
@@ -22,7 +24,7 @@ import httpx
 from packline_contracts.topics import SERVICES, dead_letter_topic
 
 from packline_core import deadletters
-from packline_core.acls import acls, kafka_acls_commands
+from packline_core.acls import AclError, acls, apply_acls, kafka_acls_commands, user_name
 from packline_core.kafka import KafkaSettings
 from packline_core.reconcile import reconcile
 from packline_core.rewind import GroupNotEmpty, rewind_service
@@ -94,6 +96,34 @@ def _parser() -> argparse.ArgumentParser:
         default="lines",
         help="lines: 'PRINCIPAL TOPIC|GROUP NAME OPERATION' (deploy/kafka/kafka.sh acls reads "
         "them); kafka-acls: kafka-acls.sh commands for a production cluster",
+    )
+    principals.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("PACKLINE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+    )
+    applying = principals.add_mutually_exclusive_group()
+    applying.add_argument(
+        "--apply",
+        action="store_true",
+        help="create the ACLs on the cluster (idempotent), connecting as the admin user of the "
+        "PACKLINE_KAFKA_* settings, which needs ALTER on the cluster",
+    )
+    applying.add_argument("--remove", action="store_true", help="delete them from the cluster")
+    principals.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="KIND=NAME",
+        help="the SCRAM user of a service or outside producer when it is not packline-KIND "
+        "(e.g. calendar=clinic-a-calendar); repeatable",
+    )
+    principals.add_argument(
+        "--password-env",
+        action="append",
+        default=[],
+        metavar="KIND=VARIABLE",
+        help="with --apply: also create (or set again) the SCRAM user of KIND, with the password "
+        "in the environment variable VARIABLE (never on the command line); repeatable",
     )
     check = commands.add_parser(
         "reconcile", help="check that the three services agree on every link (I3); exit 1 if not"
@@ -176,6 +206,56 @@ async def _dead_letters(args: argparse.Namespace) -> None:
     print(f"{len(sent)} dead letter(s) re-driven")
 
 
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        kind, _, value = item.partition("=")
+        if not kind or not value:
+            raise SystemExit(f"{what} takes KIND=VALUE, not {item!r}")
+        pairs[kind] = value
+    return pairs
+
+
+def _acls(args: argparse.Namespace) -> None:
+    try:
+        wanted = acls(args.prefix, _pairs(args.user, "--user"))
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    if not (args.apply or args.remove):
+        if args.password_env:
+            raise SystemExit("--password-env goes with --apply")
+        if args.format == "lines":
+            print("\n".join(acl.line() for acl in wanted))
+        else:
+            print("\n".join(kafka_acls_commands(args.prefix)))
+        return
+    users = _pairs(args.user, "--user")
+    passwords = {}
+    for kind, variable in _pairs(args.password_env, "--password-env").items():
+        secret = os.environ.get(variable)
+        if not secret:
+            raise SystemExit(f"--password-env {kind}={variable}: {variable} is not set")
+        passwords[users.get(kind) or user_name(kind)] = secret
+    kafka = _kafka(args)
+    try:
+        asyncio.run(
+            apply_acls(
+                kafka,
+                wanted,
+                remove=args.remove,
+                passwords=passwords,
+                mechanism=kafka.kafka_sasl_mechanism,
+            )
+        )
+    except AclError as error:
+        raise SystemExit(str(error)) from None
+    principals = sorted({acl.principal for acl in wanted})
+    verb = "removed" if args.remove else "applied"
+    if passwords:
+        print(f"set {len(passwords)} SCRAM user(s): {', '.join(sorted(passwords))}")
+    print(f"{verb} {len(wanted)} ACL(s) of {len(principals)} principal(s): {', '.join(principals)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "create-topics":
@@ -201,10 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "dead-letters":
         asyncio.run(_dead_letters(args))
     elif args.command == "acls":
-        if args.format == "lines":
-            print("\n".join(acl.line() for acl in acls(args.prefix)))
-        else:
-            print("\n".join(kafka_acls_commands(args.prefix)))
+        _acls(args)
     elif args.command == "reconcile" and not asyncio.run(_reconcile(args)):
         raise SystemExit(1)
 
