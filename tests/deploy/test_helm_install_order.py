@@ -1,16 +1,21 @@
 """The chart installs on an empty namespace and upgrades: a dry run of Helm's order (tests/deploy/
 helm.py) shows every object a hook Job needs created by an earlier hook of the same phase, or
 made outside the chart before the install, never by the release's regular objects, which Helm
-creates only after the pre-install hooks. And two releases share a namespace without a clash."""
+creates only after the pre-install hooks. The ACL Job's command, expanded as Kubernetes would,
+creates the registry's ACLs for the Secret's users. And two releases share a namespace without a
+clash."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 from packline_contracts.topics import SERVICES
+from packline_core.acls import PRINCIPAL_KINDS, acls, user_name
+from packline_core.admin import _pairs, _parser
 
 from tests.deploy.helm import (
     CHART,
@@ -60,7 +65,18 @@ CASES: dict[str, tuple[tuple[str, ...], set[Ref]]] = {
         ("kafka.securityProtocol=SSL", "kafka.caConfigMap=kafka-ca", "topicPrefix=clinic-a."),
         {("Secret", "packline-secrets"), ("ConfigMap", "kafka-ca")},
     ),
+    "acls-managed-elsewhere": (("kafka.acls.create=false",), {("Secret", "packline-secrets")}),
+    "acls-and-users-with-a-ca": (
+        (
+            "kafka.acls.createUsers=true",
+            "kafka.acls.users.staff-front-end=clinic-a-front-end",
+            "kafka.caConfigMap=kafka-ca",
+        ),
+        {("Secret", "packline-secrets"), ("ConfigMap", "kafka-ca")},
+    ),
 }
+# The cases whose hooks create the ACLs (SASL_*, kafka.acls.create left on).
+ACL_JOB_CASES = {"production", "test-cluster-secret-from-values", "acls-and-users-with-a-ca"}
 PHASES = ["pre-install", "pre-upgrade"]
 
 
@@ -95,6 +111,7 @@ def test_every_hook_finds_what_it_needs_already_made(helm: Path, case: str, phas
     hooks = [step for step in steps if step.phase]
     assert [step.name for step in hooks if step.kind == "Job"] == [
         "packline-create-topics",
+        *(["packline-kafka-acls"] if case in ACL_JOB_CASES else []),
         "packline-calendar-migrate",
         "packline-invoicing-migrate",
         "packline-matcher-migrate",
@@ -173,6 +190,7 @@ def test_a_first_install_creates_objects_in_this_order(helm: Path) -> None:
         "ConfigMap/packline-hook-config (pre-install hook, weight -20)",
         "Secret/packline-hook-secrets (pre-install hook, weight -20)",
         "Job/packline-create-topics (pre-install hook, weight -10)",
+        "Job/packline-kafka-acls (pre-install hook, weight -8)",
         "Job/packline-calendar-migrate (pre-install hook, weight -5)",
         "Job/packline-invoicing-migrate (pre-install hook, weight -5)",
         "Job/packline-matcher-migrate (pre-install hook, weight -5)",
@@ -181,6 +199,111 @@ def test_a_first_install_creates_objects_in_this_order(helm: Path) -> None:
     assert regular.index(("ConfigMap", "packline-config")) < regular.index(
         ("Deployment", "packline-calendar")
     )
+
+
+# --- the ACL Job ------------------------------------------------------------------------------
+
+# A test cluster whose services' SCRAM users are named as the cluster likes, not packline-<kind>.
+NAMED_USERS = (
+    "secrets.create=true",
+    *SECRET_VALUES,
+    *(f"secrets.values.{service}-kafka-sasl-username=clinic-a-{service}" for service in SERVICES),
+    *(f"secrets.values.{service}-kafka-sasl-password=pw-{service}" for service in SERVICES),
+    "kafka.acls.users.payments=clinic-a-payments",
+    "topicPrefix=clinic-a.",
+)
+
+
+def expanded_command(
+    job: dict[str, Any], manifests: list[dict[str, Any]]
+) -> tuple[list[str], dict[str, str]]:
+    """The Job's command line and environment as the kubelet starts it: each secretKeyRef read
+    from the rendered Secret, each ``$(VAR)`` in the arguments replaced by the variable."""
+    secrets = {
+        doc["metadata"]["name"]: doc.get("stringData") or {}
+        for doc in manifests
+        if doc["kind"] == "Secret"
+    }
+    configs = {
+        doc["metadata"]["name"]: doc.get("data") or {}
+        for doc in manifests
+        if doc["kind"] == "ConfigMap"
+    }
+    (container,) = pod_spec(job)["containers"]  # type: ignore[index]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        env |= configs[source["configMapRef"]["name"]]
+    for entry in container.get("env") or []:
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        else:
+            ref_ = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = secrets[ref_["name"]][ref_["key"]]
+    words = [*container["command"], *container.get("args", [])]
+    expanded = [re.sub(r"\$\((\w+)\)", lambda m: env[m[1]], word) for word in words]
+    return expanded, env
+
+
+def acl_job(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    (job,) = [doc for doc in manifests if ref(doc) == ("Job", "packline-kafka-acls")]
+    return job
+
+
+@pytest.mark.parametrize("create_users", [False, True])
+def test_the_acl_job_grants_the_registrys_acls_to_the_secrets_users(
+    helm: Path, create_users: bool
+) -> None:
+    manifests = render(helm, *NAMED_USERS, f"kafka.acls.createUsers={create_users}")
+    command, env = expanded_command(acl_job(manifests), manifests)
+    assert command[:2] == ["packline-admin", "acls"]
+    args = _parser().parse_args(command[1:])
+    assert args.apply and not args.remove
+    users = _pairs(args.user, "--user")
+    # packline-admin reads the prefix and the admin connection from the environment.
+    granted = acls(env["PACKLINE_TOPIC_PREFIX"], users)
+    principals = {acl.principal for acl in granted}
+    expected = {
+        kind: f"clinic-a-{kind}" if kind in (*SERVICES, "payments") else user_name(kind)
+        for kind in PRINCIPAL_KINDS
+    }
+    assert principals == {f"User:{name}" for name in expected.values()}
+    assert granted == sorted(acls("clinic-a.", expected))
+    assert all(acl.name.startswith("clinic-a.") for acl in granted)
+    assert env["PACKLINE_KAFKA_SASL_USERNAME"] == "test-only"  # the admin user, kafka-sasl-*
+    passwords = _pairs(args.password_env, "--password-env")
+    if create_users:
+        assert set(passwords) == set(SERVICES)
+        for kind, variable in passwords.items():
+            assert env[variable] == f"pw-{kind}"  # <service>-kafka-sasl-password
+    else:
+        assert not passwords
+        assert not any(name.endswith("_KAFKA_PASSWORD") for name in env)
+
+
+def test_the_acl_job_reads_no_database_url_or_staff_token(helm: Path) -> None:
+    manifests = render(helm, *NAMED_USERS)
+    (container,) = pod_spec(acl_job(manifests))["containers"]  # type: ignore[index]
+    keys = {entry["valueFrom"]["secretKeyRef"]["key"] for entry in container["env"]}
+    assert keys == {"kafka-sasl-username", "kafka-sasl-password"} | {
+        f"{service}-kafka-sasl-username" for service in SERVICES
+    }
+
+
+def test_without_service_principals_the_acl_job_keeps_the_default_names(helm: Path) -> None:
+    """kafka.servicePrincipals=false: the services use the admin user; the outside producers'
+    principals still get their ACLs, and the Job needs no per-service key of the Secret."""
+    manifests = render(helm, *NAMED_USERS, "kafka.servicePrincipals=false")
+    command, env = expanded_command(acl_job(manifests), manifests)
+    users = _pairs(_parser().parse_args(command[1:]).user, "--user")
+    assert users == {"payments": "clinic-a-payments"}
+    assert not any(name.endswith("_KAFKA_USER") for name in env)
+
+
+def test_no_acl_job_without_sasl_or_when_acls_are_managed_elsewhere(helm: Path) -> None:
+    for values in (("kafka.acls.create=false",), ("kafka.securityProtocol=SSL",)):
+        names = {ref(doc) for doc in render(helm, *values)}
+        assert ("Job", "packline-kafka-acls") not in names, values
+        assert ("Job", "packline-create-topics") in names
 
 
 # --- two releases in one namespace ------------------------------------------------------------
