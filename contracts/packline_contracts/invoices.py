@@ -218,6 +218,11 @@ class PackageInvoiceIssued(InvoiceEvent):
     """R2: a package invoice with all its lines, restrictions and validity."""
 
     invoice: PackageInvoice
+    issued_by: Actor | None = Field(
+        default=None,
+        description="Who sold it: the staff member's verified id, or the channel's actor for an "
+        "online purchase (absent from events before this field existed).",
+    )
 
 
 class PaymentRecorded(InvoiceEvent):
@@ -277,6 +282,12 @@ class LineUnlinked(LineEvent):
     appointment_id: UUID
     link_version: Version
     reason: UnlinkReason
+    unlinked_by: Actor | None = Field(
+        default=None,
+        description="The staff member who unlinked it (verified id), when staff did: "
+        "unassigned_by_staff, and invoice_voided (by the void or the full refund); absent when "
+        "a change in the calendar released it.",
+    )
 
 
 class LineForfeited(LineEvent):

@@ -18,7 +18,7 @@ from pydantic import AfterValidator, Field
 
 from packline_contracts.envelope import Kind, PatientMessage
 from packline_contracts.topics import CALENDAR_COMMANDS, PATIENT_DIRECTORY
-from packline_contracts.types import Day, Name, Value
+from packline_contracts.types import Day, LocationId, Name, Value
 
 # One line, no spaces, something@domain.tld: enough to reach someone, not RFC 5322. Control
 # characters and lone surrogates are refused as in every other text (see types.py).
@@ -64,6 +64,12 @@ class Patient(PatientMessage):
         default=None, description="Tells apart patients with the same name."
     )
     contact: PatientContact | None = None
+    clinics: list[LocationId] | None = Field(
+        default=None,
+        max_length=100,
+        description="The locations whose staff see this patient (clinic scope, besides where "
+        "the patient has appointments or package invoices). Absent or empty: only those.",
+    )
 
 
 class RegisterPatient(Patient):

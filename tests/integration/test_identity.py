@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from packline_contracts.appointments import BookAppointment
 from packline_contracts.catalogue import DefineLocation, DefinePractitioner
-from packline_contracts.invoices import LineLinked, LineUnlinked
+from packline_contracts.invoices import LineLinked, LineUnlinked, PackageInvoiceIssued
 from packline_contracts.topics import CALENDAR_COMMANDS, INVOICING_EVENTS
 from packline_core import issuer
 from packline_core.service import Service
@@ -148,9 +148,10 @@ async def test_staff_act_under_their_verified_identity(
                 assert mismatch.json()["detail"][0]["loc"] == ["query", "unassigned_by"]
                 unassigned = await sam.delete(f"{base}/appointment")
                 assert unassigned.status_code == 200, unassigned.text
-                await events.wait_for(
+                unlinked = await events.wait_for(
                     LineUnlinked, lambda e: str(e.payload.appointment_id) == appointment_id
                 )
+                assert unlinked.payload.unlinked_by == "sam"  # the event says who
                 shown = (await sam.get(f"/invoices/{invoice.invoice_id}")).json()["lines"][0]
                 assert shown["shows"] == "Unassigned"
                 assert shown["note"].startswith("unlinked by Sam Lee (sam) at ")
@@ -173,3 +174,8 @@ async def test_staff_act_under_their_verified_identity(
                     UUID(right.json()["invoice_id"]),
                 )
                 assert issued_by == "bea"
+                issued = await events.wait_for(
+                    PackageInvoiceIssued,
+                    lambda e: str(e.payload.invoice_id) == right.json()["invoice_id"],
+                )
+                assert issued.payload.issued_by == "bea"

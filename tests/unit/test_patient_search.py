@@ -10,14 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from packline_calendar.patients import (
-    make_cursor,
     matches,
     name_words,
     query_words,
-    read_cursor,
     search_words,
     sort_name,
 )
+from packline_core.paging import make_cursor, read_cursor
 
 NAMES = st.text(
     alphabet=st.characters(codec="utf-8", categories=("L", "M", "N", "P", "Zs")), max_size=60
@@ -117,4 +116,4 @@ def test_a_cursor_reads_back_what_it_was_made_of(sort_key: str, patient_id: str)
         return  # never made from the database's text
     if "\x00" in sort_key + patient_id:
         return
-    assert read_cursor(make_cursor(sort_key, patient_id)) == (sort_key, patient_id)
+    assert read_cursor(make_cursor([sort_key, patient_id]), 2) == [sort_key, patient_id]

@@ -8,16 +8,23 @@ from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import HTTPException, Query
+from fastapi import HTTPException, Query, Request, Response
 from packline_contracts import clinic_time
 from packline_contracts.types import Day, Instant, LocationId, Minutes, PatientId, PractitionerId
 from packline_core.auth import needs
 from packline_core.http_errors import invalid
 from packline_core.openapi import NOT_FOUND, Link
+from packline_core.paging import Cursor, Limit, instant_of, page, read_cursor
+from packline_core.scope import (
+    CallerScope,
+    require_location,
+    require_patient,
+    require_practitioner,
+)
 from packline_core.service import Service
 
 from packline_calendar import appointments
-from packline_calendar.patients import patient_names
+from packline_calendar.patients import patient_names, seen_at
 from packline_calendar.responses import AppointmentShown, Availability, Directory, FeeShown
 
 
@@ -31,12 +38,17 @@ def register_http(service: Service) -> None:
         response_model=AppointmentShown,
         responses=NOT_FOUND,
     )
-    async def appointment_panel(appointment_id: UUID) -> dict[str, Any]:
-        """The appointment as the panel shows it, with the package it redeems (R4)."""
+    async def appointment_panel(appointment_id: UUID, scope: CallerScope) -> dict[str, Any]:
+        """The appointment as the panel shows it, with the package it redeems (R4). 403 when its
+        patient is seen only at other clinics, or for another practitioner's appointment."""
         async with service.pool.acquire() as conn:
             appointment = await appointments.get(conn, appointment_id)
             if appointment is None:
                 raise HTTPException(404, f"no appointment {appointment_id}")
+            require_practitioner(scope, appointment.practitioner_id)
+            require_patient(
+                scope, appointment.patient_id, await seen_at(conn, appointment.patient_id)
+            )
             note = await conn.fetchrow(
                 "SELECT * FROM package_notes WHERE appointment_id = $1", appointment_id
             )
@@ -63,13 +75,22 @@ def register_http(service: Service) -> None:
     @http.get(
         "/links", dependencies=[needs("operations")], tags=["operations"], response_model=list[Link]
     )
-    async def links() -> list[dict[str, Any]]:
-        """Every package note that says an appointment redeems a line (for reconcile)."""
+    async def links(
+        request: Request, response: Response, limit: Limit = 2000, cursor: Cursor = None
+    ) -> list[dict[str, Any]]:
+        """Every package note that says an appointment redeems a line (for reconcile), in
+        appointment order, a page at a time."""
+        after = read_cursor(cursor, 1)
         rows = await service.pool.fetch(
             "SELECT appointment_id, invoice_id, line_id, state FROM package_notes"
             " WHERE state IN ('linked', 'used', 'forfeited')"
+            " AND ($1::uuid IS NULL OR appointment_id > $1::uuid)"
+            " ORDER BY appointment_id LIMIT $2",
+            after[0] if after else None,
+            limit + 1,
         )
-        return [dict(row) for row in rows]
+        shown = page(rows, limit, request, response, lambda r: [str(r["appointment_id"])])
+        return [dict(row) for row in shown]
 
     @http.get(
         "/patients/{patient_id}/appointments",
@@ -77,9 +98,27 @@ def register_http(service: Service) -> None:
         tags=["appointments"],
         response_model=list[AppointmentShown],
     )
-    async def patient_appointments(patient_id: PatientId) -> list[dict[str, Any]]:
+    async def patient_appointments(
+        scope: CallerScope,
+        patient_id: PatientId,
+        request: Request,
+        response: Response,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> list[dict[str, Any]]:
+        """The patient's appointments in time order, a page at a time (a practitioner: only
+        theirs). 403 for a patient seen only at other clinics."""
+        async with service.pool.acquire() as conn:
+            require_patient(scope, patient_id, await seen_at(conn, patient_id))
+        after = read_cursor(cursor, 2)
         return await with_notes(
-            "patient_id = $1 AND status <> 'deleted' ORDER BY starts_at", patient_id
+            "patient_id = $1 AND status <> 'deleted'"
+            " AND ($2::text IS NULL OR practitioner_id = $2)",
+            [patient_id, scope.practitioner_id],
+            after,
+            limit,
+            request,
+            response,
         )
 
     @http.get(
@@ -90,6 +129,9 @@ def register_http(service: Service) -> None:
         responses=NOT_FOUND,
     )
     async def calendar_view(
+        scope: CallerScope,
+        request: Request,
+        response: Response,
         starts_from: Annotated[Instant | None, Query(alias="from")] = None,
         until: Annotated[Instant | None, Query(alias="to")] = None,
         day: Annotated[
@@ -103,10 +145,18 @@ def register_http(service: Service) -> None:
         days: Annotated[int, Query(ge=1, le=31)] = 1,
         practitioner_id: PractitionerId | None = None,
         location_id: LocationId | None = None,
+        limit: Limit = 500,
+        cursor: Cursor = None,
     ) -> list[dict[str, Any]]:
         """The calendar's day or week, each appointment with its package note and its local
         start and end: either the location's local ``date`` (and ``days``), or the instants
-        [from, to), of one practitioner and / or location."""
+        [from, to), of one practitioner and / or location; in time order, a page at a time.
+        Only the caller's clinics (403 for another location); a practitioner sees only their
+        own appointments."""
+        if location_id is not None:
+            require_location(scope, location_id)
+        if practitioner_id is not None:
+            require_practitioner(scope, practitioner_id)
         if day is not None:
             if location_id is None:
                 raise invalid(["query", "location_id"], "a local date needs its location")
@@ -122,11 +172,19 @@ def register_http(service: Service) -> None:
         return await with_notes(
             "starts_at >= $1 AND starts_at < $2 AND status <> 'deleted'"
             " AND ($3::text IS NULL OR practitioner_id = $3)"
-            " AND ($4::text IS NULL OR location_id = $4) ORDER BY starts_at LIMIT 2000",
-            starts_from,
-            until,
-            practitioner_id,
-            location_id,
+            " AND ($4::text IS NULL OR location_id = $4)"
+            " AND ($5::text[] IS NULL OR location_id = ANY($5::text[]))",
+            [
+                starts_from,
+                until,
+                practitioner_id or scope.practitioner_id,
+                location_id,
+                scope.location_list(),
+            ],
+            read_cursor(cursor, 2),
+            limit,
+            request,
+            response,
         )
 
     @http.get(
@@ -149,10 +207,32 @@ def register_http(service: Service) -> None:
             "locations": [dict(row) for row in locations],
         }
 
-    async def with_notes(where: str, *args: Any) -> list[dict[str, Any]]:
+    async def with_notes(
+        where: str,
+        args: list[Any],
+        after: list[str] | None,
+        limit: int,
+        request: Request,
+        response: Response,
+    ) -> list[dict[str, Any]]:
+        """The appointments ``where`` holds, in time order, one page (after the cursor's
+        ``after``), each with its package note and patient name."""
+        n = len(args)
+        if after is not None:
+            where += f" AND (starts_at, appointment_id) > (${n + 1}, ${n + 2}::uuid)"
+            args = [*args, instant_of(after[0]), after[1]]
         async with service.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT {appointments.COLUMNS} FROM appointments WHERE {where}", *args
+            fetched = await conn.fetch(
+                f"SELECT {appointments.COLUMNS} FROM appointments WHERE {where}"
+                f" ORDER BY starts_at, appointment_id LIMIT {limit + 1}",
+                *args,
+            )
+            rows = page(
+                fetched,
+                limit,
+                request,
+                response,
+                lambda r: [r["starts_at"].isoformat(), str(r["appointment_id"])],
             )
             notes = await conn.fetch(
                 "SELECT * FROM package_notes WHERE appointment_id = ANY($1::uuid[])",
@@ -179,6 +259,7 @@ def register_http(service: Service) -> None:
         responses=NOT_FOUND,
     )
     async def check_availability(
+        scope: CallerScope,
         practitioner_id: PractitionerId,
         duration_minutes: Minutes,
         starts_at: Instant | None = None,
@@ -203,6 +284,7 @@ def register_http(service: Service) -> None:
                 raise HTTPException(404, f"unknown practitioner {practitioner_id}")
             zone = None
             if location_id is not None:
+                require_location(scope, location_id)
                 zone = await appointments.location_zone(conn, location_id)
                 if zone is None:
                     raise HTTPException(404, f"unknown location {location_id}")

@@ -14,9 +14,6 @@ Logs and metrics carry patient ids only, never names (R16): nothing here logs.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -38,6 +35,8 @@ from packline_core.db import Connection
 from packline_core.http_errors import invalid
 from packline_core.openapi import NOT_FOUND
 from packline_core.outbox import Transaction
+from packline_core.paging import make_cursor, read_cursor
+from packline_core.scope import CallerScope, require_patient
 from packline_core.service import Service
 
 from packline_calendar.responses import PatientEntry, PatientPage
@@ -135,10 +134,11 @@ async def keep_entry(
     await tx.conn.execute(
         "WITH kept AS ("
         " INSERT INTO patients (patient_id, name, preferred_name, date_of_birth, email, phone,"
-        " recorded_at, search_words, sort_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " recorded_at, search_words, sort_name, clinics)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         " ON CONFLICT (patient_id) DO UPDATE SET name = $2, preferred_name = $3,"
         " date_of_birth = $4, email = $5, phone = $6, recorded_at = $7, search_words = $8,"
-        " sort_name = $9, updated_at = now() WHERE patients.recorded_at <= $7"
+        " sort_name = $9, clinics = $10, updated_at = now() WHERE patients.recorded_at <= $7"
         " RETURNING patient_id, search_words),"
         " gone AS (DELETE FROM patient_search_words AS w USING kept"
         " WHERE w.patient_id = kept.patient_id AND NOT w.word = ANY(kept.search_words))"
@@ -154,6 +154,7 @@ async def keep_entry(
         envelope.occurred_at,
         search_words(entry.name, entry.preferred_name),
         sort_name(entry.name),
+        sorted(set(entry.clinics or ())),
     )
 
 
@@ -164,6 +165,31 @@ async def patient_names(conn: Connection, patient_ids: Iterable[str]) -> dict[st
         sorted(set(patient_ids)),
     )
     return {row["patient_id"]: row["name"] for row in rows}
+
+
+async def seen_at(conn: Connection, patient_id: str) -> list[str]:
+    """Where the calendar has seen a patient (clinic scope): the locations of their appointments
+    (not deleted ones: a mistake places no one) and the clinics their directory entry names."""
+    return list(
+        await conn.fetchval(
+            "SELECT coalesce(array_agg(DISTINCT place), '{}') FROM ("
+            " SELECT location_id AS place FROM appointments"
+            " WHERE patient_id = $1 AND status <> 'deleted'"
+            " UNION ALL SELECT unnest(clinics) FROM patients WHERE patient_id = $1) AS seen",
+            patient_id,
+        )
+    )
+
+
+# The same, as a SQL condition on a patient id for lists: seen at one of the locations $n, or
+# seen nowhere yet (packline_core.scope).
+SEEN_HERE = (
+    "(p.clinics && {n}::text[]"
+    " OR EXISTS (SELECT FROM appointments AS a WHERE a.patient_id = p.patient_id"
+    " AND a.status <> 'deleted' AND a.location_id = ANY({n}::text[]))"
+    " OR (p.clinics = '{{}}' AND NOT EXISTS (SELECT FROM appointments AS a"
+    " WHERE a.patient_id = p.patient_id AND a.status <> 'deleted')))"
+)
 
 
 # --- finding patients -------------------------------------------------------------------------
@@ -183,6 +209,7 @@ def register_patient_search(service: Service) -> None:
         response_model=PatientPage,
     )
     async def find_patients(
+        scope: CallerScope,
         request: Request,
         name: Annotated[str | None, Query(max_length=200)] = None,
         date_of_birth: Day | None = None,
@@ -196,7 +223,8 @@ def register_patient_search(service: Service) -> None:
         "Jane Zoë Smith"); ``date_of_birth`` narrows (or alone, lists that day's patients). The
         answer's ``next`` is the URL of the following page (``next_cursor`` its cursor), null on
         the last page. Patients not in the directory yet are not found (their appointments are
-        still booked; see ``GET /patients/{patient_id}/appointments``)."""
+        still booked; see ``GET /patients/{patient_id}/appointments``). Only patients seen at
+        the caller's clinics are found (or seen at none yet)."""
         words = query_words(name) if name is not None else []
         if name is not None and not words:
             raise invalid(["query", "name"], "needs at least one letter or digit")
@@ -204,7 +232,7 @@ def register_patient_search(service: Service) -> None:
             raise invalid(["query", "name"], f"at most {MAX_SEARCH_WORDS} words")
         if not words and date_of_birth is None:
             raise invalid(["query", "name"], "give a name, a date_of_birth, or both")
-        after = read_cursor(cursor) if cursor is not None else None
+        after = read_cursor(cursor, 2)
         args: list[Any] = []
 
         def arg(value: Any) -> str:
@@ -226,13 +254,15 @@ def register_patient_search(service: Service) -> None:
             conditions.append(f"p.date_of_birth = {arg(date_of_birth)}")
         if after is not None:
             conditions.append(f"(p.sort_name, p.patient_id) > ({arg(after[0])}, {arg(after[1])})")
+        if scope.locations is not None:
+            conditions.append(SEEN_HERE.format(n=arg(scope.location_list())))
         rows = await service.pool.fetch(
             f"SELECT {SEARCH_COLUMNS} FROM patients AS p WHERE {' AND '.join(conditions)}"
             f" ORDER BY p.sort_name, p.patient_id LIMIT {arg(limit + 1)}",
             *args,
         )
         page, more = rows[:limit], len(rows) > limit
-        next_cursor = make_cursor(page[-1]["sort_name"], page[-1]["patient_id"]) if more else None
+        next_cursor = make_cursor([page[-1]["sort_name"], page[-1]["patient_id"]]) if more else None
         following = request.url.include_query_params(cursor=next_cursor) if next_cursor else None
         return {
             "patients": [
@@ -255,14 +285,17 @@ def register_patient_search(service: Service) -> None:
         response_model=PatientEntry,
         responses=NOT_FOUND,
     )
-    async def patient_entry(patient_id: PatientId) -> dict[str, Any]:
+    async def patient_entry(patient_id: PatientId, scope: CallerScope) -> dict[str, Any]:
         """The patient's directory entry. 404 when the directory has no entry for the id (yet):
-        appointments are booked for any patient id, so such a patient may well exist."""
-        row = await service.pool.fetchrow(
-            "SELECT patient_id, name, preferred_name, date_of_birth, email, phone, recorded_at"
-            " FROM patients WHERE patient_id = $1",
-            patient_id,
-        )
+        appointments are booked for any patient id, so such a patient may well exist. 403 for a
+        patient seen only at other clinics."""
+        async with service.pool.acquire() as conn:
+            require_patient(scope, patient_id, await seen_at(conn, patient_id))
+            row = await conn.fetchrow(
+                "SELECT patient_id, name, preferred_name, date_of_birth, email, phone,"
+                " recorded_at, clinics FROM patients WHERE patient_id = $1",
+                patient_id,
+            )
         if row is None:
             raise HTTPException(404, f"no patient {patient_id} in the directory")
         contact = (
@@ -274,34 +307,6 @@ def register_patient_search(service: Service) -> None:
             "preferred_name": row["preferred_name"],
             "date_of_birth": row["date_of_birth"],
             "contact": contact,
+            "clinics": list(row["clinics"]),
             "recorded_at": row["recorded_at"],
         }
-
-
-def make_cursor(sort_key: str, patient_id: str) -> str:
-    """Where the next page starts: after this entry, in the search's order. Opaque to clients."""
-    return base64.urlsafe_b64encode(json.dumps([sort_key, patient_id]).encode()).decode()
-
-
-def read_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        after = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (binascii.Error, ValueError, UnicodeError):
-        after = None
-    if (
-        not isinstance(after, list)
-        or len(after) != 2
-        or not all(isinstance(part, str) and _storable(part) for part in after)
-        or not after[1]
-    ):
-        raise invalid(["query", "cursor"], "not a cursor a search answered")
-    return after[0], after[1]
-
-
-def _storable(text: str) -> bool:
-    """Text PostgreSQL can take: valid UTF-8 (no lone surrogate) without NUL."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in text

@@ -122,4 +122,5 @@ class PatientEntry(Answer):
     preferred_name: str | None
     date_of_birth: date | None
     contact: Contact | None
+    clinics: list[str] = Field(description="The locations the directory says see this patient.")
     recorded_at: datetime

@@ -215,6 +215,7 @@ class Caller(Answer):
     role: str | None
     clinics: list[str] | None
     source: str | None
+    practitioner_id: str | None = None
     permissions: list[str]
 
 
@@ -232,6 +233,7 @@ def register_whoami(app: FastAPI) -> None:
                 "role": None,
                 "clinics": None,
                 "source": None,
+                "practitioner_id": None,
                 "permissions": sorted(EVERY_PERMISSION),
             }
         return {

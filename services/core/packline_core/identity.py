@@ -31,6 +31,9 @@ from jwt import PyJWK, PyJWKSet
 Role = Literal["reception", "billing", "practitioner", "admin", "operations", "service"]
 ROLES: tuple[str, ...] = ("reception", "billing", "practitioner", "admin", "operations", "service")
 
+# Which practitioner a "practitioner" token is (their own calendar); without it, the token's sub.
+PRACTITIONER_CLAIM = "practitioner_id"
+
 # Asymmetric algorithms only: never "none", never a shared secret (HS*) an attacker could guess
 # from a public key.
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
@@ -45,6 +48,9 @@ class Staff:
     role: str
     clinics: tuple[str, ...] | None = None
     source: Literal["oidc", "static"] = "oidc"
+    # A practitioner's own calendar: the practitioner id they are (claim "practitioner_id",
+    # else their "sub"); None for every other role.
+    practitioner_id: str | None = None
 
     def shown(self) -> dict[str, Any]:
         return {
@@ -53,6 +59,7 @@ class Staff:
             "role": self.role,
             "clinics": list(self.clinics) if self.clinics is not None else None,
             "source": self.source,
+            "practitioner_id": self.practitioner_id,
         }
 
 
@@ -144,11 +151,15 @@ class TokenVerifier:
             clinics = [clinics]
         if not isinstance(clinics, list) or not all(isinstance(c, str) for c in clinics):
             raise TokenRefused(f"token '{self.claims.clinics}' is not a list of location ids")
+        practitioner = claims.get(PRACTITIONER_CLAIM, sub) if role == "practitioner" else None
+        if practitioner is not None and (not isinstance(practitioner, str) or not practitioner):
+            raise TokenRefused(f"token '{PRACTITIONER_CLAIM}' is not a practitioner id")
         return Staff(
             sub=sub,
             name=name if isinstance(name, str) and name else sub,
             role=role,
             clinics=tuple(clinics),
+            practitioner_id=practitioner,
         )
 
     async def key(self, kid: str | None) -> PyJWK:

@@ -35,9 +35,7 @@ async def reconcile(clients: Mapping[str, httpx.AsyncClient]) -> Reconciliation:
     """Compare the three services' links; ``clients`` by service name, each at its HTTP API."""
     seen: dict[str, set[Link]] = {}
     for name in ("invoicing", "calendar", "matcher"):
-        answer = await clients[name].get("/links")
-        answer.raise_for_status()
-        seen[name] = _links(answer.json())
+        seen[name] = _links(await every_page(clients[name], "/links"))
     result = Reconciliation(links=len(seen["invoicing"]))
     result.pending = sorted(
         f"matcher waits for an answer about appointment {a} on line {line}"
@@ -51,6 +49,19 @@ async def reconcile(clients: Mapping[str, httpx.AsyncClient]) -> Reconciliation:
         for link in sorted(theirs - seen["invoicing"]):
             result.disagreements.append(f"{name} has {_say(link)}; invoicing does not")
     return result
+
+
+async def every_page(client: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
+    """A paged list whole: each page's Link rel="next" is followed (packline_core.paging)."""
+    rows: list[dict[str, Any]] = []
+    url: str | None = path
+    while url is not None:
+        answer = await client.get(url)
+        answer.raise_for_status()
+        rows.extend(answer.json())
+        following = answer.links.get("next")
+        url = following["url"] if following else None
+    return rows
 
 
 def _say(link: Link) -> str:

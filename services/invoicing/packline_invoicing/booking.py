@@ -44,6 +44,7 @@ from packline_core.consumer import MessageConsumer
 from packline_core.http_errors import invalid
 from packline_core.openapi import BAD_GATEWAY, CONFLICT, NOT_FOUND
 from packline_core.outbox import Transaction
+from packline_core.scope import CallerScope, Scope, require_patient
 from packline_core.service import Service
 from packline_core.tracing import http_headers
 from pydantic import BaseModel, Field, SecretStr
@@ -153,10 +154,15 @@ def register_booking(
 
     http = service.http
 
-    async def open_line(conn: Any, invoice_id: UUID, line_id: UUID, *, lock: bool = False) -> Any:
+    async def open_line(
+        conn: Any, invoice_id: UUID, line_id: UUID, scope: Scope, *, lock: bool = False
+    ) -> Any:
+        """The line, if it is on the invoice (404) and its patient is seen at one of the
+        caller's clinics (403)."""
         line = await invoices.get_line(conn, line_id, for_update=lock)
         if line is None or line["invoice_id"] != invoice_id:
             raise HTTPException(404, f"no line {line_id} on invoice {invoice_id}")
+        require_patient(scope, line["patient_id"], await invoices.seen_at(conn, line["patient_id"]))
         return line
 
     @http.get(
@@ -170,6 +176,7 @@ def register_booking(
     )
     async def check_availability(
         request: Request,
+        scope: CallerScope,
         invoice_id: UUID,
         line_id: UUID,
         starts_at: Instant | None = None,
@@ -183,7 +190,7 @@ def register_booking(
         ``starts_at``, or at the local ``date`` and ``time`` of the line's location, and
         answered in that location's local time too."""
         async with service.pool.acquire() as conn:
-            line = await open_line(conn, invoice_id, line_id)
+            line = await open_line(conn, invoice_id, line_id, scope)
             duration = duration_minutes or await fee_duration(conn, line["fee_id"])
             location = only(line["location_ids"], location_id, "location", required=False)
             zone = await directory.zone_of(conn, location) if location else None
@@ -220,13 +227,13 @@ def register_booking(
         responses=NOT_FOUND | CONFLICT,
     )
     async def book_from_line(
-        invoice_id: UUID, line_id: UUID, booking: LineBooking, request: Request
+        invoice_id: UUID, line_id: UUID, booking: LineBooking, request: Request, scope: CallerScope
     ) -> dict[str, Any]:
         """Save with "Add appointment: Yes": asks the calendar to book; answers at once. The
         booking is recorded as the verified caller's (``booked_by``)."""
         booked_by = acting(caller(request), booking.booked_by, ["body", "booked_by"])
         async with service.transaction() as tx:
-            line = await open_line(tx.conn, invoice_id, line_id, lock=True)
+            line = await open_line(tx.conn, invoice_id, line_id, scope, lock=True)
             if line["status"] != "open":
                 raise HTTPException(409, f"the line is {line['status']}")
             invoice = await invoices.get_invoice(tx.conn, invoice_id)
@@ -302,6 +309,7 @@ def register_booking(
         invoice_id: UUID,
         line_id: UUID,
         request: Request,
+        scope: CallerScope,
         given: Annotated[
             Actor | None,
             Query(
@@ -314,7 +322,7 @@ def register_booking(
         Recorded as the verified caller's (``unassigned_by``)."""
         unassigned_by = acting(caller(request), given, ["query", "unassigned_by"])
         async with service.transaction() as tx:
-            line = await open_line(tx.conn, invoice_id, line_id)
+            line = await open_line(tx.conn, invoice_id, line_id, scope)
             command = UnassignInvoiceLine(
                 patient_id=line["patient_id"],
                 invoice_id=invoice_id,
@@ -356,6 +364,7 @@ def register_booking(
         invoice_id: UUID,
         line_id: UUID,
         request: Request,
+        scope: CallerScope,
         given: Annotated[
             Actor | None,
             Query(
@@ -378,7 +387,7 @@ def register_booking(
         booking request (open, linked or forfeited)."""
         released_by = acting(caller(request), given, ["query", "released_by"])
         async with service.transaction() as tx:
-            line = await open_line(tx.conn, invoice_id, line_id, lock=True)
+            line = await open_line(tx.conn, invoice_id, line_id, scope, lock=True)
             if line["status"] == "linked":
                 raise HTTPException(
                     409,

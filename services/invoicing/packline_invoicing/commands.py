@@ -233,6 +233,7 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
             patient_id=command.patient_id,
             invoice_id=command.invoice_id,
             invoice=await invoices.snapshot(tx.conn, command.invoice_id, invoices.moment(tx)),
+            issued_by=command.issued_by,
         ),
         message_id=answer_id("issued", command.invoice_id),
     )
@@ -309,7 +310,7 @@ async def void(tx: Transaction, envelope: Envelope[VoidPackageInvoice]) -> None:
     await tx.conn.execute(
         "UPDATE package_invoices SET status = 'void' WHERE invoice_id = $1", command.invoice_id
     )
-    await release_all(tx, command.invoice_id)
+    await release_all(tx, command.invoice_id, by=command.voided_by)
     tx.publish(
         PackageInvoiceVoided(
             patient_id=command.patient_id,
@@ -355,7 +356,7 @@ async def refund(tx: Transaction, envelope: Envelope[RefundPackageInvoice]) -> N
         status.value,
     )
     if full:
-        await release_all(tx, command.invoice_id)
+        await release_all(tx, command.invoice_id, by=command.refunded_by)
     tx.publish(
         PackageInvoiceRefunded(
             patient_id=command.patient_id,
@@ -373,11 +374,12 @@ async def refund(tx: Transaction, envelope: Envelope[RefundPackageInvoice]) -> N
     )
 
 
-async def release_all(tx: Transaction, invoice_id: UUID) -> None:
-    """R13: every line holding an appointment is released; the appointments stay booked."""
+async def release_all(tx: Transaction, invoice_id: UUID, *, by: str) -> None:
+    """R13: every line holding an appointment is released (by whoever voided or refunded the
+    invoice); the appointments stay booked."""
     for line in await invoices.lines_of(tx.conn, invoice_id):
         if line["status"] in (LineStatus.LINKED.value, LineStatus.BOOKING_REQUESTED.value):
-            await release(tx, line, UnlinkReason.INVOICE_VOIDED)
+            await release(tx, line, UnlinkReason.INVOICE_VOIDED, by=by)
 
 
 # --- links ------------------------------------------------------------------------------------
@@ -463,7 +465,12 @@ async def apply_link(
 
 
 async def release(
-    tx: Transaction, line: Any, reason: UnlinkReason, *, forfeit_reason: str | None = None
+    tx: Transaction,
+    line: Any,
+    reason: UnlinkReason,
+    *,
+    forfeit_reason: str | None = None,
+    by: str | None = None,
 ) -> None:
     """Free a line (or, under the late-cancel policy, mark its session used) and say so."""
     appointment_id = line["appointment_id"]
@@ -483,7 +490,7 @@ async def release(
             " booking_requested_at = NULL, version = version + 1 WHERE line_id = $1",
             line["line_id"],
         )
-        event_type, detail = LineUnlinked, {"reason": reason}
+        event_type, detail = LineUnlinked, {"reason": reason, "unlinked_by": by}
     tx.publish(
         await invoices.line_event(
             tx.conn,
@@ -530,7 +537,7 @@ async def unassign(tx: Transaction, command: UnassignInvoiceLine) -> bool:
     if line["status"] != "linked":
         refuse(tx, command, f"the line is {line['status']}, not linked", command.line_id)
         return False
-    await release(tx, line, UnlinkReason.UNASSIGNED_BY_STAFF)
+    await release(tx, line, UnlinkReason.UNASSIGNED_BY_STAFF, by=command.unassigned_by)
     return True
 
 

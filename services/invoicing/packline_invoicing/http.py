@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Response
 from packline_contracts import clinic_time, wording
 from packline_contracts.catalogue import Package
 from packline_contracts.invoices import IssuePackageInvoice, PackageInvoice, PurchaseChannel
@@ -16,6 +16,8 @@ from packline_contracts.types import Actor, LocationId, PackageId, PatientId, Re
 from packline_core.auth import acting, caller, needs
 from packline_core.http_errors import invalid
 from packline_core.openapi import NOT_FOUND, Link
+from packline_core.paging import Cursor, Limit, instant_of, page, read_cursor
+from packline_core.scope import CallerScope, Scope, require_location, require_patient
 from packline_core.service import Service
 from pydantic import BaseModel, Field
 
@@ -53,8 +55,11 @@ def register_http(service: Service) -> None:
         tags=["package invoices"],
         response_model=InvoiceShown,
     )
-    async def sell_package(sale: Sale, request: Request) -> dict[str, Any]:
+    async def sell_package(sale: Sale, request: Request, scope: CallerScope) -> dict[str, Any]:
+        """Sell a package to a patient. A caller limited to some clinics sells at one of them
+        (``location_id``, by default their only clinic), to a patient seen at one of them."""
         issued_by = acting(caller(request), sale.issued_by, ["body", "issued_by"])
+        location_id = selling_location(scope, sale.location_id)
         command = IssuePackageInvoice(
             patient_id=sale.patient_id,
             invoice_id=sale.invoice_id,
@@ -64,9 +69,12 @@ def register_http(service: Service) -> None:
             issued_at=datetime.now(UTC),
             practitioners=sale.practitioners,
             locations=sale.locations,
-            location_id=sale.location_id,
+            location_id=location_id,
         )
         async with service.transaction() as tx:
+            require_patient(
+                scope, sale.patient_id, await invoices.seen_at(tx.conn, sale.patient_id)
+            )
             refused = await commands.issue(tx, command)
             if refused:
                 field, reason = refused
@@ -81,10 +89,13 @@ def register_http(service: Service) -> None:
         response_model=InvoiceShown,
         responses=NOT_FOUND,
     )
-    async def package_invoice(invoice_id: UUID) -> dict[str, Any]:
+    async def package_invoice(invoice_id: UUID, scope: CallerScope) -> dict[str, Any]:
         async with service.pool.acquire() as conn:
-            if await invoices.get_invoice(conn, invoice_id) is None:
+            invoice = await invoices.get_invoice(conn, invoice_id)
+            if invoice is None:
                 raise HTTPException(404, f"no package invoice {invoice_id}")
+            patient = invoice["patient_id"]
+            require_patient(scope, patient, await invoices.seen_at(conn, patient))
             return await shown_with_notes(conn, invoice_id)
 
     @http.get(
@@ -105,13 +116,22 @@ def register_http(service: Service) -> None:
     @http.get(
         "/links", dependencies=[needs("operations")], tags=["operations"], response_model=list[Link]
     )
-    async def links() -> list[dict[str, Any]]:
-        """Every line holding an appointment: the authority for packline-admin reconcile."""
+    async def links(
+        request: Request, response: Response, limit: Limit = 2000, cursor: Cursor = None
+    ) -> list[dict[str, Any]]:
+        """Every line holding an appointment: the authority for packline-admin reconcile; in
+        appointment order, a page at a time."""
+        after = read_cursor(cursor, 1)
         rows = await service.pool.fetch(
             "SELECT appointment_id, invoice_id, line_id, status AS state FROM invoice_lines"
             " WHERE status IN ('linked', 'used', 'forfeited')"
+            " AND ($1::uuid IS NULL OR appointment_id > $1::uuid)"
+            " ORDER BY appointment_id LIMIT $2",
+            after[0] if after else None,
+            limit + 1,
         )
-        return [dict(row) for row in rows]
+        shown = page(rows, limit, request, response, lambda r: [str(r["appointment_id"])])
+        return [dict(row) for row in shown]
 
     @http.get(
         "/patients/{patient_id}/invoices",
@@ -119,13 +139,49 @@ def register_http(service: Service) -> None:
         tags=["package invoices"],
         response_model=list[InvoiceShown],
     )
-    async def patient_invoices(patient_id: PatientId) -> list[dict[str, Any]]:
+    async def patient_invoices(
+        patient_id: PatientId,
+        scope: CallerScope,
+        request: Request,
+        response: Response,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> list[dict[str, Any]]:
+        """The patient's package invoices, oldest first, a page at a time. 403 for a patient
+        seen only at other clinics."""
+        after = read_cursor(cursor, 2)
         async with service.pool.acquire() as conn:
+            require_patient(scope, patient_id, await invoices.seen_at(conn, patient_id))
             ids = await conn.fetch(
-                "SELECT invoice_id FROM package_invoices WHERE patient_id = $1 ORDER BY issued_at",
+                "SELECT invoice_id, issued_at FROM package_invoices WHERE patient_id = $1"
+                " AND ($2::timestamptz IS NULL OR (issued_at, invoice_id) > ($2, $3::uuid))"
+                " ORDER BY issued_at, invoice_id LIMIT $4",
                 patient_id,
+                instant_of(after[0]) if after else None,
+                after[1] if after else None,
+                limit + 1,
             )
-            return [await shown_with_notes(conn, row["invoice_id"]) for row in ids]
+            shown = page(
+                ids,
+                limit,
+                request,
+                response,
+                lambda r: [r["issued_at"].isoformat(), str(r["invoice_id"])],
+            )
+            return [await shown_with_notes(conn, row["invoice_id"]) for row in shown]
+
+
+def selling_location(scope: Scope, given: str | None) -> str | None:
+    """Where a sale happens: as given; for a caller limited to clinics, one of theirs (their
+    only one when not given; 422 naming ``location_id`` when they have several)."""
+    if scope.locations is None:
+        return given
+    if given is None:
+        if len(scope.locations) != 1:
+            raise invalid(["body", "location_id"], "say at which of your clinics it is sold")
+        return next(iter(scope.locations))
+    require_location(scope, given)
+    return given
 
 
 async def shown_with_notes(conn: Any, invoice_id: UUID) -> dict[str, Any]:

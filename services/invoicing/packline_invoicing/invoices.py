@@ -201,3 +201,21 @@ async def next_link_version(conn: Connection, appointment_id: UUID) -> int:
         appointment_id,
     )
     return version
+
+
+async def seen_at(conn: Connection, patient_id: str) -> list[str]:
+    """Where invoicing has seen a patient (clinic scope, packline_core.scope): the locations of
+    their appointments it knows, of the sales of their package invoices, and of their lines'
+    location restrictions."""
+    return list(
+        await conn.fetchval(
+            "SELECT coalesce(array_agg(DISTINCT place), '{}') FROM ("
+            " SELECT location_id AS place FROM known_appointments"
+            " WHERE patient_id = $1 AND status <> 'deleted'"
+            " UNION ALL SELECT location_id FROM package_invoices"
+            " WHERE patient_id = $1 AND location_id IS NOT NULL"
+            " UNION ALL SELECT unnest(location_ids) FROM invoice_lines WHERE patient_id = $1"
+            ") AS seen",
+            patient_id,
+        )
+    )

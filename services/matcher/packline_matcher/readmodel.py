@@ -142,3 +142,17 @@ async def remember_hand_unlink(conn: Connection, appointment_id: UUID) -> None:
     await conn.execute(
         "UPDATE appointments SET hand_unlinked = true WHERE appointment_id = $1", appointment_id
     )
+
+
+async def seen_at(conn: Connection, patient_id: str) -> list[str]:
+    """Where the matcher has seen a patient (clinic scope, packline_core.scope): the locations
+    of their appointments (not deleted ones) and of their lines' location restrictions."""
+    return list(
+        await conn.fetchval(
+            "SELECT coalesce(array_agg(DISTINCT place), '{}') FROM ("
+            " SELECT location_id AS place FROM appointments"
+            " WHERE patient_id = $1 AND status <> 'deleted'"
+            " UNION ALL SELECT unnest(location_ids) FROM lines WHERE patient_id = $1) AS seen",
+            patient_id,
+        )
+    )
