@@ -25,7 +25,9 @@ PACKLINE_SERVICES = ("calendar", "invoicing", "matcher")
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}
 VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
-SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|CREDENTIAL|PRIVATE_KEY", re.I)
+SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|CREDENTIAL|PRIVATE_KEY|JAAS", re.I)
+# The passwords inside a JAAS setting (Kafka's PLAIN users: password="…" user_<name>="…").
+JAAS_SECRET = re.compile(r'\b(?:password|user_\w+)="([^"]*)"')
 
 
 def interpolate(value: str, environment: dict[str, str] | None = None) -> str:
@@ -134,7 +136,7 @@ def test_kafka_advertises_a_listener_the_host_can_reach_and_publishes_it() -> No
 
     # The containers': what the services, the topics job and the console bootstrap from.
     assert advertised[env["KAFKA_INTER_BROKER_LISTENER_NAME"]] == ("kafka", 9092)
-    for name in [*PACKLINE_SERVICES, "console", "topics"]:
+    for name in [*PACKLINE_SERVICES, "console", "topics", "kafka-principals"]:
         assert environment(name)["PACKLINE_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
 
     # The host's: advertised as the host's loopback on the port published there, which compose
@@ -181,6 +183,20 @@ def secret_values() -> list[tuple[str, str, str]]:
     return found
 
 
+def secrets_in(key: str, value: str) -> list[str]:
+    """The secret parts of one setting's value: a URL's password, a JAAS setting's passwords,
+    or the whole value."""
+    if "JAAS" in key:
+        found = JAAS_SECRET.findall(value)
+        assert found or "ScramLoginModule" in value, f"{key}: no password found in {value!r}"
+        return list(found)
+    if "://" in value:
+        password = urlparse(value).password
+        assert password is not None
+        return [password]
+    return [value]
+
+
 def test_no_secret_has_a_literal_value_or_default() -> None:
     checked = secret_values()
     assert {(s, k) for s, k, _ in checked} >= {
@@ -188,13 +204,14 @@ def test_no_secret_has_a_literal_value_or_default() -> None:
         ("calendar", "PACKLINE_STAFF_TOKENS"),
         ("invoicing", "PACKLINE_CALENDAR_TOKEN"),
         ("matcher", "PACKLINE_DATABASE_URL"),
+        ("matcher", "PACKLINE_KAFKA_SASL_PASSWORD"),
+        ("kafka", "KAFKA_LISTENER_NAME_INTERNAL_PLAIN_SASL_JAAS_CONFIG"),
     }
     for service, key, value in checked:
-        secret = urlparse(value).password if "://" in value else value
-        assert secret is not None
-        match = VARIABLE.fullmatch(secret)
-        assert match, f"{service}: {key} holds a literal secret"
-        assert match["op"] in (None, ":?", "?"), f"{service}: {key} has a default secret"
+        for secret in secrets_in(key, value):
+            match = VARIABLE.fullmatch(secret)
+            assert match, f"{service}: {key} holds a literal secret"
+            assert match["op"] in (None, ":?", "?"), f"{service}: {key} has a default secret"
     # Nowhere in the file (comments aside) a default for a secret-looking variable.
     for line in COMPOSE_TEXT.splitlines():
         code = line.split(" #")[0]
@@ -208,7 +225,12 @@ def test_compose_refuses_to_start_without_each_secret() -> None:
     message instead of starting with an empty password; the README says how to set them."""
     used = {match["name"] for _, _, value in secret_values() for match in VARIABLE.finditer(value)}
     required = {m["name"] for m in VARIABLE.finditer(COMPOSE_TEXT) if m["op"] == ":?"}
-    assert used == {"PACKLINE_STAFF_TOKEN", "PACKLINE_PG_PASSWORD"}
+    assert used == {
+        "PACKLINE_STAFF_TOKEN",
+        "PACKLINE_PG_PASSWORD",
+        "PACKLINE_KAFKA_ADMIN_PASSWORD",
+        *(f"PACKLINE_KAFKA_{name.upper()}_PASSWORD" for name in [*PACKLINE_SERVICES, "console"]),
+    }
     assert used <= required
     readme = (ROOT / "README.md").read_text()
     for name in used:

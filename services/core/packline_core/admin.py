@@ -125,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
         help="with --apply: also create (or set again) the SCRAM user of KIND, with the password "
         "in the environment variable VARIABLE (never on the command line); repeatable",
     )
+    principals.add_argument(
+        "--scram-mechanism",
+        choices=("SCRAM-SHA-256", "SCRAM-SHA-512"),
+        help="the users' mechanism (default: PACKLINE_KAFKA_SASL_MECHANISM when it is SCRAM, "
+        "otherwise SCRAM-SHA-256, e.g. when the admin logs in with PLAIN)",
+    )
     check = commands.add_parser(
         "reconcile", help="check that the three services agree on every link (I3); exit 1 if not"
     )
@@ -244,7 +250,12 @@ def _acls(args: argparse.Namespace) -> None:
                 wanted,
                 remove=args.remove,
                 passwords=passwords,
-                mechanism=kafka.kafka_sasl_mechanism,
+                mechanism=args.scram_mechanism
+                or (
+                    kafka.kafka_sasl_mechanism
+                    if kafka.kafka_sasl_mechanism.startswith("SCRAM-")
+                    else "SCRAM-SHA-256"
+                ),
             )
         )
     except AclError as error:
