@@ -179,3 +179,46 @@ async def test_staff_act_under_their_verified_identity(
                     lambda e: str(e.payload.invoice_id) == right.json()["invoice_id"],
                 )
                 assert issued.payload.issued_by == "bea"
+
+
+async def test_tokens_that_do_not_verify_are_refused_and_rotated_keys_are_picked_up(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """Against the calendar verifying tokens of the local issuer served on a real port: another
+    key, audience or issuer is refused (401); after the issuer rotates its key, tokens signed by
+    the new one are accepted without a restart (the old key's tokens too, while it is published)."""
+    keys = issuer.Keys(tmp_path / "issuer-keys.json")
+    forger = issuer.Keys(tmp_path / "someone-elses-keys.json")
+    async with local_issuer(keys) as issuer_url:
+        calendar = await start_service(
+            "calendar", oidc_issuer=issuer_url, oidc_audience=AUDIENCE, staff_api_open=False
+        )
+
+        def token(signer: issuer.Keys = keys, **claims: Any) -> str:
+            claims = {"issuer": issuer_url, "audience": AUDIENCE} | claims
+            return issuer.mint(signer, sub="sam", role="reception", **claims)
+
+        async def status(presented: str) -> int:
+            async with client(calendar, presented) as http:
+                return (await http.get("/whoami")).status_code
+
+        before_rotation = token()
+        assert await status(before_rotation) == 200
+        refused = {
+            "signed by another key": token(forger),
+            "for another audience": token(audience="billing-system"),
+            "from another issuer": token(issuer="http://127.0.0.1:1/other"),
+            "expired": token(now=time.time() - 7200, lifetime_seconds=600),
+        }
+        for why, presented in refused.items():
+            assert await status(presented) == 401, why
+
+        keys.rotate()  # a new signing key; the old one is still published
+        after_rotation = token()
+
+        async def accepted() -> bool:
+            return await status(after_rotation) == 200
+
+        # The verifier fetches the keys again for an unknown key, at most every 10 s.
+        await eventually(accepted, within=30, interval=0.5, what="the rotated key accepted")
+        assert await status(before_rotation) == 200
