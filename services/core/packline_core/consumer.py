@@ -38,6 +38,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
@@ -68,6 +69,10 @@ log = structlog.get_logger(__name__)
 records.install()  # a header name that is not UTF-8 must not break a whole fetch
 
 M = TypeVar("M", bound=Message)
+
+# How long one fetch waits for records when none are there (it returns as soon as any arrive):
+# only how often an idle consumer loops, never a delay a record waits.
+FETCH_WAIT_MS = 500
 Handler = Callable[[Transaction, Envelope[Any]], Awaitable[None]]
 # Answers a command that cannot be applied (its sender is waiting for an answer): gets the raw
 # JSON object, when the value was one, and the reason, which names the field where it can.
@@ -171,7 +176,16 @@ class MessageConsumer:
             decoder=_raw_body,
             parser=_headers_untouched,
         )
-        fetch = subscriber.get_msg
+
+        async def fetch(consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[bytes, bytes], ...]:
+            # Not FastStream's batch fetch: after an empty poll it sleeps its whole batch timeout
+            # and does not hand over records that arrive meanwhile (at low load, a hop in two
+            # paid it). getmany already waits up to FETCH_WAIT_MS and returns as soon as
+            # records arrive.
+            records = await consumer.getmany(
+                timeout_ms=FETCH_WAIT_MS, max_records=self.settings.batch_size
+            )
+            return tuple(chain.from_iterable(records.values()))
 
         async def get_msg(consumer: AIOKafkaConsumer) -> Any:
             # A fetch that raises may already have moved some partitions past records it then
