@@ -15,6 +15,12 @@ At the end: every acknowledged operation's effect is in the databases (lost = 0)
 there twice (duplicates = 0), every patient has exactly the links the rules give, reconciliation
 finds no disagreement (I3), and no dead letters.
 
+With the authorizer on (R17): each service connects as its own SCRAM principal
+(``packline-<service>``) to the broker's SASL_SSL listener, which enforces the registry's ACLs,
+applied for this test's topics by ``packline-admin acls --apply``'s code; before the workload a
+write outside a principal's job is checked to be refused. The test's own producer, its rewinds
+and its dead-letter reads use the development listener's super user.
+
 CI runs one round with 40 patients; the soak is ``deploy/packline faults PATIENTS ROUNDS``.
 """
 
@@ -37,7 +43,8 @@ from uuid import UUID
 import asyncpg
 import httpx
 import pytest
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from packline_contracts.appointments import (
     BookAppointment,
     CancelAppointment,
@@ -47,15 +54,17 @@ from packline_contracts.client import PacklineProducer
 from packline_contracts.envelope import Message
 from packline_contracts.ids import derived_id
 from packline_contracts.invoices import IssuePackageInvoice, PurchaseChannel, VoidPackageInvoice
-from packline_contracts.topics import dead_letter_topic
+from packline_contracts.topics import INVOICING_LINKS, dead_letter_topic
 from packline_contracts.types import BookingSource
 from packline_core import deadletters
+from packline_core.acls import acls, apply_acls, user_name
+from packline_core.kafka import KafkaSettings, client_options
 from packline_core.reconcile import reconcile
 from packline_core.rewind import GroupNotEmpty, rewind_service
 
 from tests.clinic import DR_A, DR_B, MASSAGE_60, NORTHSIDE, SETUP, days_ahead, fee_commands, package
 from tests.conftest import CreateDatabase, Infrastructure
-from tests.e2e.packline_processes import free_port
+from tests.e2e.packline_processes import free_port, service_log
 from tests.helpers import eventually
 
 pytestmark = [
@@ -73,6 +82,47 @@ SEED = int(os.environ.get("PACKLINE_FAULT_SEED", str(random.randrange(1_000_000)
 NAMES = ("calendar", "invoicing", "matcher")
 
 
+def principal_settings(name: str) -> dict[str, str]:
+    """The environment of a service connecting as its own principal to the SASL_SSL listener
+    (local password ``<user>-dev-secret``, made by deploy/kafka/kafka.sh start)."""
+    bootstrap = os.environ.get("PACKLINE_TEST_KAFKA_SASL_BOOTSTRAP")
+    ca_file = os.environ.get("PACKLINE_TEST_TLS_CA")
+    if not bootstrap or not ca_file:
+        pytest.fail(
+            "the fault suite runs the services under their own Kafka principals: it needs the "
+            "broker's SASL_SSL listener and the local CA (PACKLINE_TEST_KAFKA_SASL_BOOTSTRAP, "
+            "PACKLINE_TEST_TLS_CA; 'deploy/packline test' sets them)",
+            pytrace=False,
+        )
+    user = user_name(name)
+    return {
+        "PACKLINE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "PACKLINE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "PACKLINE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+        "PACKLINE_KAFKA_SASL_USERNAME": user,
+        "PACKLINE_KAFKA_SASL_PASSWORD": f"{user}-dev-secret",
+        "PACKLINE_KAFKA_SSL_CA_FILE": ca_file,
+    }
+
+
+async def refused_outside_its_job(prefix: str) -> str:
+    """The authorizer enforces the ACLs for this test's topics: the calendar's principal may not
+    write the matcher's links. Returns what was refused, for the table."""
+    settings = KafkaSettings.model_validate(
+        {k.removeprefix("PACKLINE_").lower(): v for k, v in principal_settings("calendar").items()}
+    )
+    producer = AIOKafkaProducer(**client_options(settings), request_timeout_ms=15_000)
+    await producer.start()
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await asyncio.wait_for(
+                producer.send_and_wait(prefix + INVOICING_LINKS.name, b"{}", key=b"x"), 30
+            )
+    finally:
+        await producer.stop()
+    return f"{user_name('calendar')} writing {INVOICING_LINKS.name}"
+
+
 class Service:
     """One service as a real process on a fixed port, so it can be killed and started again."""
 
@@ -83,15 +133,18 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        # Each start's own log (warnings and errors), added to the report when the test fails.
+        log = service_log(self.name)
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             f"packline_{self.name}.main",
             "serve",
             env={**self.env, "PACKLINE_HTTP_PORT": str(self.port)},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
         )
+        log.close()
 
         async def live() -> bool:
             try:
@@ -487,7 +540,6 @@ async def test_nothing_is_lost_or_applied_twice_under_faults(
     rng = random.Random(SEED)
     env = {
         **os.environ,
-        "PACKLINE_KAFKA_BOOTSTRAP_SERVERS": infrastructure.kafka_bootstrap,
         "PACKLINE_TOPIC_PREFIX": topic_prefix,
         "PACKLINE_OUTBOX_POLL_SECONDS": "0.5",
         "PACKLINE_LOG_LEVEL": "WARNING",
@@ -497,11 +549,18 @@ async def test_nothing_is_lost_or_applied_twice_under_faults(
     for name in NAMES:
         urls[name] = await create_database(name)
         services[name] = Service(
-            name, {**env, "PACKLINE_DATABASE_URL": urls[name]}, tmp_path / f"{name}.crash"
+            name,
+            {**env, **principal_settings(name), "PACKLINE_DATABASE_URL": urls[name]},
+            tmp_path / f"{name}.crash",
         )
     services["invoicing"].env["PACKLINE_CALENDAR_URL"] = services["calendar"].url
     dbs: dict[str, asyncpg.Connection] = {}
+    # The registry's ACLs for this test's topics and groups, as the Helm chart's Job makes them.
+    super_user = KafkaSettings(kafka_bootstrap_servers=infrastructure.kafka_bootstrap)
+    granted = acls(topic_prefix)
+    await apply_acls(super_user, granted)
     try:
+        refused = await refused_outside_its_job(topic_prefix)
         for service in services.values():
             await service.start()
         async with PacklineProducer(
@@ -613,6 +672,8 @@ async def test_nothing_is_lost_or_applied_twice_under_faults(
         table = [
             f"| fault suite, seed {SEED} | {PATIENTS * ROUNDS} patients, {ROUNDS} round(s) |",
             "|---|---|",
+            f"| Kafka principals (SASL_SSL, authorizer on) | {', '.join(map(user_name, NAMES))};"
+            f" {len(granted)} ACLs; refused: {refused} |",
             f"| operations issued | {tally.issued} |",
             f"| operations acknowledged | {tally.acknowledged} |",
             f"| operations applied | {done} |",
@@ -647,6 +708,7 @@ async def test_nothing_is_lost_or_applied_twice_under_faults(
         if await script("deploy/kafka/kafka.sh", "status", check=False) != 0:
             await script("deploy/kafka/kafka.sh", "start")
         await script("deploy/postgres/postgres.sh", "start")
+        await apply_acls(super_user, granted, remove=True)
 
 
 async def wait_for_catalogue(urls: dict[str, str]) -> None:
