@@ -107,7 +107,7 @@ principals() {
     if [[ $mode == add ]]; then
       echo "USER $PACKLINE_BROKER_SCRAM_USER $PACKLINE_BROKER_SCRAM_PASSWORD"
       awk '{ sub(/^User:/, "", $1); print $1 }' <<<"$lines" | sort -u |
-        while read -r user; do [[ -n $user ]] && echo "USER $user $user-dev-secret"; done
+        while read -r user; do if [[ -n $user ]]; then echo "USER $user $user-dev-secret"; fi; done
     fi
     echo "$lines"
   } | java -Xmx256m -cp "$LIBS/*" -Dlog4j2.configurationFile="$HERE/log4j2.yaml" \
