@@ -202,3 +202,48 @@ def test_an_appointment_staff_unassigned_is_explained_as_such_and_never_linked()
     assert [c.code for c in decision.explain.candidates] == [NoMatchCode.UNASSIGNED_BY_STAFF]
     other_fee = appointment(hand_unlinked=True, fee_ids=("facial",))
     assert decide(other_fee, [line()]).explain is None  # no package covers it: nothing to say
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["massage", "physio", "yoga"]),
+            st.sampled_from(["open", "requested", "linked", "used", "forfeited"]),
+            st.sampled_from(["this", "other", None]),
+            st.booleans(),
+            st.integers(min_value=-60, max_value=60),
+        ),
+        max_size=12,
+    ),
+    st.sampled_from(list(AppointmentStatus)),
+    st.sampled_from([("massage",), ("physio", "massage"), ("yoga",)]),
+    st.booleans(),
+)
+def test_only_the_relevant_lines_decide(
+    shapes: list[tuple[str, str, str | None, bool, int]],
+    status: AppointmentStatus,
+    fees: tuple[str, ...],
+    hand_unlinked: bool,
+) -> None:
+    """The matcher loads only the lines for the appointment's fees and the one holding it
+    (readmodel.lines_for): every other line of the patient changes nothing decide() says."""
+    from packline_matcher.decision import relevant
+
+    appt = appointment(status=status, fee_ids=fees, hand_unlinked=hand_unlinked)
+    other = uuid4()
+    lines = [
+        line(
+            number,
+            fee_id=fee,
+            status=state if holder else "open",
+            appointment_id={"this": appt.appointment_id, "other": other, None: None}[holder],
+            redeemable=redeemable,
+            valid_until=date(2026, 3, 10) + timedelta(days=days),
+        )
+        for number, (fee, state, holder, redeemable, days) in enumerate(shapes, start=1)
+    ]
+    holding = [x for x in lines if x.appointment_id == appt.appointment_id]
+    if len(holding) > 1:  # one line at most holds an appointment (invoicing's unique index)
+        return
+    narrowed = [x for x in lines if relevant(appt, x)]
+    assert decide(appt, narrowed, {}) == decide(appt, lines, {})

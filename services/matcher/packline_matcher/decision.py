@@ -114,7 +114,8 @@ def decide(
     lines: Sequence[Line],
     names: Mapping[str, str] | None = None,
 ) -> Decision:
-    """What to do about ``appointment`` given every line of its patient."""
+    """What to do about ``appointment`` given its patient's lines: every line, or only the
+    :func:`relevant` ones (the same decision; the handler loads only those)."""
     names = names or {}
     current = next(
         (
@@ -151,6 +152,13 @@ def decide(
         # R8: staff unlinked it; never again on our own, and the explanation says so (R7).
         return Decision(explain=unassigned_by_staff(appointment, lines))
     return choose(appointment, lines, names)
+
+
+def relevant(appointment: Appointment, line: Line) -> bool:
+    """Whether ``line`` can matter to what :func:`decide` says about ``appointment``: a line
+    for one of its fees (a candidate, or named in an explanation), or the line holding it.
+    No other line is ever read (readmodel.lines_for loads just these)."""
+    return line.fee_id in appointment.fee_ids or line.appointment_id == appointment.appointment_id
 
 
 def unassigned_by_staff(appointment: Appointment, lines: Sequence[Line]) -> Explain | None:

@@ -131,7 +131,7 @@ async def reconsider(
     explain: bool = True,
 ) -> list[Line]:
     """Decide for one appointment and publish the outcome; returns the lines as they now are."""
-    lines = await readmodel.lines_of(tx.conn, appointment.patient_id)
+    lines = await readmodel.lines_for(tx.conn, appointment)
     decision = decide(appointment, lines)
     if decision.explain:  # names only word the explanation: read them when there is one
         decision = decide(appointment, lines, await readmodel.names(tx.conn))

@@ -39,8 +39,17 @@ def to_line(row: asyncpg.Record) -> Line:
     )
 
 
-async def lines_of(conn: Connection, patient_id: str) -> list[Line]:
-    rows = await conn.fetch(f"{LINE_QUERY} WHERE l.patient_id = $1", patient_id)
+async def lines_for(conn: Connection, appointment: Appointment) -> list[Line]:
+    """The patient's lines that can matter to a decision about ``appointment``
+    (decision.relevant): those for its fees and the one holding it, not every line the
+    patient ever bought."""
+    rows = await conn.fetch(
+        f"{LINE_QUERY} WHERE l.patient_id = $1"
+        " AND (l.fee_id = ANY($2::text[]) OR l.appointment_id = $3)",
+        appointment.patient_id,
+        list(appointment.fee_ids),
+        appointment.appointment_id,
+    )
     return [to_line(row) for row in rows]
 
 
