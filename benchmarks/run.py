@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import sys
 import time
 import uuid
@@ -164,6 +165,7 @@ async def start_system(config: Config, run_id: str) -> System:
     log_dir = config.out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     system = System(config, prefix, urls)
+    token = secrets.token_hex(32)  # the services refuse short or well-known static tokens
     for port, name in zip((18081, 18082, 18083), ("calendar", "invoicing", "matcher"), strict=True):
         env = {
             **os.environ,
@@ -171,8 +173,8 @@ async def start_system(config: Config, run_id: str) -> System:
             "PACKLINE_TOPIC_PREFIX": prefix,
             "PACKLINE_DATABASE_URL": urls[name],
             "PACKLINE_CALENDAR_URL": "http://127.0.0.1:18081",
-            "PACKLINE_STAFF_TOKENS": "bench",
-            "PACKLINE_CALENDAR_TOKEN": "bench",
+            "PACKLINE_STAFF_TOKENS": token,
+            "PACKLINE_CALENDAR_TOKEN": token,
             "PACKLINE_LOG_LEVEL": "WARNING",
             # Two members of each group per process: the configuration the figures were taken
             # with (the default, 1, keeps tests' rebalances short).

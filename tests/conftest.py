@@ -135,6 +135,15 @@ async def create_database(
         await conn.close()
 
 
+def same_database(service: Service) -> dict[str, Any]:
+    """``start_service`` options for another replica of ``service``: its database, whose URL
+    the settings keep without the password (that is apart, a secret)."""
+    return {
+        "database_url": service.settings.database_url,
+        "database_password": service.settings.database_password,
+    }
+
+
 class StartService(Protocol):
     async def __call__(
         self,

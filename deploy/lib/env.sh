@@ -34,8 +34,22 @@ PACKLINE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 : "${PACKLINE_PG_VERSION:=15}"
 
 : "${PACKLINE_CALENDAR_HTTP_PORT:=8081}"
-# The staff token the local services accept (a development default; set your own in production).
-: "${PACKLINE_STAFF_TOKEN:=packline-dev-token}"
+# The static staff token the local services accept (service to service, the demo, reconcile).
+# The services refuse short or well-known tokens, so it has no fixed default: a random one is
+# made once per state directory and kept in $PACKLINE_STATE_DIR/staff-token (mode 0600). Set
+# PACKLINE_STAFF_TOKEN to choose your own (32 characters or more).
+if [[ -z ${PACKLINE_STAFF_TOKEN:-} ]]; then
+  if [[ ! -s $PACKLINE_STATE_DIR/staff-token ]]; then
+    mkdir -p "$PACKLINE_STATE_DIR"
+    # Written aside and linked into place: whoever links first wins, every reader sees it whole.
+    _token_file=$(umask 077 && mktemp "$PACKLINE_STATE_DIR/staff-token.XXXXXX")
+    od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$_token_file"
+    ln "$_token_file" "$PACKLINE_STATE_DIR/staff-token" 2>/dev/null || true
+    rm -f "$_token_file"
+    unset _token_file
+  fi
+  PACKLINE_STAFF_TOKEN=$(<"$PACKLINE_STATE_DIR/staff-token")
+fi
 : "${PACKLINE_INVOICING_HTTP_PORT:=8082}"
 : "${PACKLINE_MATCHER_HTTP_PORT:=8083}"
 : "${PACKLINE_CONSOLE_HTTP_PORT:=8080}"

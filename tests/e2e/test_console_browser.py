@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -31,7 +32,7 @@ pytestmark = [pytest.mark.infra, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "console"
-TOKEN = "console-test-token"
+TOKEN = secrets.token_hex(32)  # the services refuse short or well-known static tokens
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CLINIC_ZONE = "Australia/Sydney"
 WITH_DR_A = package("console-dr-a", count=5, practitioners=[DR_A], locations=[NORTHSIDE])

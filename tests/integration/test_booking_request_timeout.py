@@ -35,7 +35,7 @@ from packline_core.reconcile import reconcile
 from packline_core.service import Service
 
 from tests.clinic import DR_A, NORTHSIDE, SETUP, days_ahead, fee_commands, package, patient
-from tests.conftest import ReadEvents, StartService
+from tests.conftest import ReadEvents, StartService, same_database
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.infra
@@ -89,9 +89,7 @@ class Clinic:
 
     async def restart_calendar(self) -> Service:
         """The calendar comes back (same database, same consumer group) and answers late."""
-        self.calendar = await self.start_service(
-            "calendar", database_url=self.calendar.settings.database_url
-        )
+        self.calendar = await self.start_service("calendar", **same_database(self.calendar))
         return self.calendar
 
 
@@ -239,7 +237,7 @@ async def test_the_sweep_releases_an_unanswered_request_after_the_timeout(
     # A second replica sweeps the same database: each overdue line is released once.
     await start_service(
         "invoicing",
-        database_url=clinic.invoicing.settings.database_url,
+        **same_database(clinic.invoicing),
         booking_request_timeout_seconds=timeout,
     )
     invoice = await clinic.buy(producer, patient())

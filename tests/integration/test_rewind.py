@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from packline_core.rewind import GroupNotEmpty, rewind_service
 
-from tests.conftest import Infrastructure, StartService
+from tests.conftest import Infrastructure, StartService, same_database
 from tests.helpers import eventually
 from tests.integration.test_messaging_core import metric, probe, recorded, send
 
@@ -17,7 +17,7 @@ async def test_rewind_replays_everything_once_and_refuses_a_running_service(
     infrastructure: Infrastructure, topic_prefix: str, start_service: StartService
 ) -> None:
     calendar = await start_service("calendar")
-    database_url = calendar.settings.database_url
+    database = same_database(calendar)
     probes = [probe() for _ in range(5)]
     await send(calendar, *probes)
 
@@ -38,7 +38,7 @@ async def test_rewind_replays_everything_once_and_refuses_a_running_service(
     groups = await rewind_service(infrastructure.kafka_bootstrap, "calendar", topic_prefix)
     assert f"{topic_prefix}packline.calendar.commands" in groups
 
-    replayed = await start_service("calendar", database_url=database_url)
+    replayed = await start_service("calendar", **database)
     labels = {"consumer": "calendar.probes", "message_type": "ProbeSent"}
 
     async def all_read_again() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from uuid import uuid4
 
 import httpx
@@ -22,7 +23,8 @@ def client(service: Service, token: str | None = None) -> httpx.AsyncClient:
 
 
 async def test_staff_requests_need_a_valid_token(start_service: StartService) -> None:
-    calendar = await start_service("calendar", staff_tokens="old-token,new-token")
+    old, new = secrets.token_hex(32), secrets.token_hex(32)
+    calendar = await start_service("calendar", staff_tokens=f"{old},{new}")
     path = f"/appointments/{uuid4()}"
     async with client(calendar) as anonymous:
         missing = await anonymous.get(path)
@@ -30,25 +32,24 @@ async def test_staff_requests_need_a_valid_token(start_service: StartService) ->
         metrics = await anonymous.get("/metrics")
     async with client(calendar, "guess") as guessing:
         wrong = await guessing.get(path)
-    async with client(calendar, "new-token") as staff:
+    async with client(calendar, new) as staff:
         allowed = await staff.get(path)
     assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
     assert wrong.status_code == 403
     assert allowed.status_code == 404  # past the door: the appointment does not exist
     assert live.status_code == 200 and metrics.status_code == 200
-    assert "new-token" not in repr(calendar.settings) and "new-token" not in str(
-        calendar.settings.model_dump()
-    )
+    assert new not in repr(calendar.settings) and new not in str(calendar.settings.model_dump())
 
 
 async def test_operations_can_be_closed_too(start_service: StartService) -> None:
-    calendar = await start_service("calendar", staff_tokens="t", open_operations=False)
+    token = secrets.token_hex(32)
+    calendar = await start_service("calendar", staff_tokens=token, open_operations=False)
     async with client(calendar) as anonymous:
         assert (await anonymous.get("/metrics")).status_code == 401
-    async with client(calendar, "t") as staff:
+    async with client(calendar, token) as staff:
         assert (await staff.get("/metrics")).status_code == 200
 
 
 def test_tokens_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PACKLINE_STAFF_TOKENS", "a,b")
+    monkeypatch.setenv("PACKLINE_STAFF_TOKENS", f"{secrets.token_hex(32)},{secrets.token_hex(32)}")
     assert CalendarSettings().staff_tokens is not None

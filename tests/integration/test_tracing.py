@@ -35,7 +35,7 @@ from packline_contracts.topics import CALENDAR_EVENTS, OPS_PROBES
 from packline_core.service import Service
 
 from tests.clinic import booking, days_ahead, patient
-from tests.conftest import Infrastructure, ReadEvents, StartService
+from tests.conftest import Infrastructure, ReadEvents, StartService, same_database
 from tests.helpers import eventually
 from tests.system import start_system
 
@@ -252,7 +252,7 @@ async def test_the_trace_survives_a_restart_between_commit_and_publish(
     (apply,) = find(spans, lambda s: s.name == "apply BookAppointment")
     stored = json.loads(row["trace_context"])
     assert stored["traceparent"] == traceparent_of(apply)
-    database_url = first.settings.database_url
+    database = same_database(first)
     await first.stop()
 
     events = AIOKafkaConsumer(
@@ -263,7 +263,7 @@ async def test_the_trace_survives_a_restart_between_commit_and_publish(
     )
     await events.start()
     try:
-        second = await start("calendar", database_url=database_url)  # a new process, in effect
+        second = await start("calendar", **database)  # a new process, in effect
         record = await _next_record(events)
     finally:
         await events.stop()

@@ -6,6 +6,7 @@ authorizer, each client under its own principal whose user and ACLs a one-shot m
 from __future__ import annotations
 
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -50,11 +51,21 @@ def test_service_environment_is_read_by_the_service(compose: dict[str, Any], nam
     environment = compose["services"][name]["environment"]
     unknown = set(environment) - settings_class.env_names()
     assert not unknown, f"{name} does not read {sorted(unknown)}"
-    # The values must also be valid settings, not only known names.
-    settings = settings_class(
-        **{k.removeprefix("PACKLINE_").lower(): v for k, v in environment.items()}
-    )
+    # The values must also be valid settings, not only known names, with the secrets compose
+    # requires set as README says (random: the services refuse short or well-known tokens).
+    chosen = {"PACKLINE_STAFF_TOKEN": secrets.token_hex(32), "PACKLINE_PG_PASSWORD": "0a1b2c3d"}
+    values: dict[str, Any] = {
+        k.removeprefix("PACKLINE_").lower(): re.sub(
+            r"\$\{(\w+)[^}]*\}",
+            lambda variable: chosen.get(variable[1], secrets.token_hex(16)),
+            v,
+        )
+        for k, v in environment.items()
+    }
+    settings = settings_class(**values)
     assert urlparse(settings.database_url).path == f"/packline_{name}"
+    assert settings.database_url.startswith("postgresql://packline@postgres:5432/")
+    assert settings.database_connect_args()["password"] == chosen["PACKLINE_PG_PASSWORD"]
     assert settings.http_host == "0.0.0.0"
 
 

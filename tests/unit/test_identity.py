@@ -3,6 +3,7 @@ in-process), static tokens as an explicit option, and who an action is recorded 
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from packline_core.identity import Staff, TokenRefused, TokenVerifier
 
 ISSUER = "http://issuer.test"
 AUDIENCE = "packline"
+STATIC, OTHER = secrets.token_hex(32), secrets.token_hex(32)  # static tokens: long and random
 
 
 class Clock:
@@ -184,19 +186,19 @@ async def ask(app: FastAPI, path: str, bearer: str | None) -> httpx.Response:
 async def test_a_static_token_is_its_fixed_identity_only_when_configured(
     keys: issuer.Keys,
 ) -> None:
-    static = app_with({"staff_tokens": "s3cret-static"})
-    who = (await ask(static, "/whoami", "s3cret-static")).json()
+    static = app_with({"staff_tokens": STATIC})
+    who = (await ask(static, "/whoami", STATIC)).json()
     assert who["authenticated"] and who["sub"] == "static-token" and who["role"] == "service"
     assert who["source"] == "static" and who["clinics"] is None
-    assert (await ask(static, "/unlink", "s3cret-static")).json() == {"by": "static-token"}
+    assert (await ask(static, "/unlink", STATIC)).json() == {"by": "static-token"}
     assert (await ask(static, "/whoami", "guess")).status_code == 403
-    named = app_with({"staff_tokens": "t", "staff_token_subject": "online-bookings"})
-    assert (await ask(named, "/whoami", "t")).json()["sub"] == "online-bookings"
+    named = app_with({"staff_tokens": OTHER, "staff_token_subject": "online-bookings"})
+    assert (await ask(named, "/whoami", OTHER)).json()["sub"] == "online-bookings"
     # With an issuer and no static tokens, the same string is just a token that does not verify.
     oidc_only = app_with(
         {"oidc_issuer": ISSUER, "oidc_audience": AUDIENCE, "oidc_jwks_url": f"{ISSUER}/jwks"}
     )
-    refused = await ask(oidc_only, "/whoami", "s3cret-static")
+    refused = await ask(oidc_only, "/whoami", STATIC)
     assert refused.status_code == 401 and "invalid_token" in refused.headers["www-authenticate"]
     # Nothing configured (and explicitly opened): no caller at all.
     open_api = FastAPI()

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from packline_calendar.settings import CalendarSettings
 from packline_contracts.topics import OPS_PROBES
 from packline_core.settings import SettingsError, load_settings
 
+TOKEN = secrets.token_hex(32)
+
 
 def test_defaults_point_at_the_local_infrastructure(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in CalendarSettings.env_names():
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PACKLINE_STAFF_TOKENS", "t")  # the one setting without a default
+    monkeypatch.setenv("PACKLINE_STAFF_TOKENS", TOKEN)  # the one setting without a default
     settings = load_settings(CalendarSettings)
     assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
     assert settings.database_url.endswith("/packline_calendar")
@@ -51,7 +55,7 @@ def test_no_staff_token_and_no_explicit_opt_out_refuses_to_start(
     with pytest.raises(SettingsError) as raised:
         load_settings(CalendarSettings)
     assert "PACKLINE_STAFF_TOKENS is not set" in str(raised.value)
-    monkeypatch.setenv("PACKLINE_STAFF_TOKENS", "t")
+    monkeypatch.setenv("PACKLINE_STAFF_TOKENS", TOKEN)
     assert load_settings(CalendarSettings).staff_tokens is not None
 
 

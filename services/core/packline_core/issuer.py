@@ -28,22 +28,32 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI
 
 ALGORITHM = "ES256"
+RSA_ALGORITHM = "RS256"
+MIN_RSA_BITS = 2048
+MIN_EC_BITS = 256
 DEFAULT_ISSUER = "http://127.0.0.1:8090"
 DEFAULT_AUDIENCE = "packline"
 DEFAULT_KEY_FILE = "packline-issuer-keys.json"
 
 
+class WeakKey(SystemExit):
+    """A key in the key file is too weak to sign with (the issuer refuses to start)."""
+
+
 class Keys:
-    """The issuer's signing keys, newest last; the newest signs, all are published."""
+    """The issuer's signing keys, newest last; the newest signs, all are published. Its own
+    keys are EC P-256; an RSA key put in the file signs RS256 and must have 2048 bits or more."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         if not path.exists():
             self._write([_new_key()])
+        for key in self._read():
+            _check_strength(key["kid"], _load(key), path)
 
     def _read(self) -> list[dict[str, str]]:
         keys = json.loads(self.path.read_text())["keys"]
@@ -65,18 +75,51 @@ class Keys:
 
     def signing(self) -> tuple[str, Any]:
         newest = self._read()[-1]
-        return newest["kid"], serialization.load_pem_private_key(
-            newest["pem"].encode(), password=None
-        )
+        private = _load(newest)
+        _check_strength(newest["kid"], private, self.path)
+        return newest["kid"], private
 
     def jwks(self) -> dict[str, Any]:
         published = []
         for key in self._read():
-            private = serialization.load_pem_private_key(key["pem"].encode(), password=None)
-            assert isinstance(private, ec.EllipticCurvePrivateKey)
-            jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
-            published.append({**jwk, "kid": key["kid"], "use": "sig", "alg": ALGORITHM})
+            private = _load(key)
+            _check_strength(key["kid"], private, self.path)
+            if isinstance(private, rsa.RSAPrivateKey):
+                jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+            else:
+                assert isinstance(private, ec.EllipticCurvePrivateKey)
+                jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
+            alg = algorithm_of(private)
+            published.append({**jwk, "kid": key["kid"], "use": "sig", "alg": alg})
         return {"keys": published}
+
+
+def _load(key: dict[str, str]) -> Any:
+    return serialization.load_pem_private_key(key["pem"].encode(), password=None)
+
+
+def _check_strength(kid: str, private: Any, path: Path) -> None:
+    """Refuses a key too weak to sign staff tokens with, naming it (never showing it)."""
+    where = f"PACKLINE_ISSUER_KEY_FILE ({path}): key {kid}"
+    if isinstance(private, rsa.RSAPrivateKey):
+        if private.key_size < MIN_RSA_BITS:
+            raise WeakKey(
+                f"{where} is an RSA key of {private.key_size} bits; at least {MIN_RSA_BITS} "
+                "are required (or rotate to a new EC P-256 key: packline-issuer rotate --drop-old)"
+            )
+    elif isinstance(private, ec.EllipticCurvePrivateKey):
+        if private.curve.key_size < MIN_EC_BITS:
+            raise WeakKey(
+                f"{where} is an EC key on {private.curve.name}; at least {MIN_EC_BITS} bits "
+                "(P-256) are required"
+            )
+    else:
+        raise WeakKey(f"{where} is neither an RSA nor an EC key")
+
+
+def algorithm_of(private: Any) -> str:
+    """The JWS algorithm a key signs with: RS256 for RSA, ES256 for the issuer's own keys."""
+    return RSA_ALGORITHM if isinstance(private, rsa.RSAPrivateKey) else ALGORITHM
 
 
 def _new_key() -> dict[str, str]:
@@ -118,7 +161,7 @@ def mint(
         "jti": uuid.uuid4().hex,
         **(extra or {}),
     }
-    return jwt.encode(claims, private, algorithm=ALGORITHM, headers={"kid": kid})
+    return jwt.encode(claims, private, algorithm=algorithm_of(private), headers={"kid": kid})
 
 
 def app(keys: Keys, issuer: str) -> FastAPI:
@@ -132,7 +175,7 @@ def app(keys: Keys, issuer: str) -> FastAPI:
         return {
             "issuer": issuer,
             "jwks_uri": f"{base}/jwks.json",
-            "id_token_signing_alg_values_supported": [ALGORITHM],
+            "id_token_signing_alg_values_supported": [ALGORITHM, RSA_ALGORITHM],
             "response_types_supported": ["token"],
             "subject_types_supported": ["public"],
         }

@@ -15,12 +15,17 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from packline_core.weak_secrets import password_weakness
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
 
 
 class KafkaSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PACKLINE_", extra="ignore", frozen=True)
+    # Errors never repeat a value: it may be a token or a password.
+    model_config = SettingsConfigDict(
+        env_prefix="PACKLINE_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]."
@@ -49,6 +54,12 @@ class KafkaSettings(BaseSettings):
                 f"PACKLINE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 "PACKLINE_KAFKA_SASL_USERNAME and PACKLINE_KAFKA_SASL_PASSWORD"
             )
+        if sasl and self.kafka_sasl_password is not None:
+            weakness = password_weakness(
+                self.kafka_sasl_password.get_secret_value(), self.kafka_sasl_username
+            )
+            if weakness:
+                raise ValueError(f"PACKLINE_KAFKA_SASL_PASSWORD {weakness}")
         if bool(self.kafka_ssl_cert_file) != bool(self.kafka_ssl_key_file):
             raise ValueError(
                 "PACKLINE_KAFKA_SSL_CERT_FILE and PACKLINE_KAFKA_SSL_KEY_FILE go together"

@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -161,13 +161,14 @@ class OutboxRelay:
 
     def __init__(
         self,
-        database_url: str,
+        database: str | Mapping[str, Any],
         kafka: KafkaSettings | str,
         client_id: str,
         metrics: ServiceMetrics,
         settings: RelaySettings | None = None,
     ) -> None:
-        self.database_url = database_url
+        # A URL, or asyncpg.connect's arguments (the URL and its password apart).
+        self._database = {"dsn": database} if isinstance(database, str) else dict(database)
         self.kafka_options = client_options(kafka)
         self.client_id = client_id
         self.metrics = metrics
@@ -203,7 +204,7 @@ class OutboxRelay:
         self._wake.clear()
 
     async def _lead_when_possible(self) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(self.database_url)
+        conn: asyncpg.Connection = await asyncpg.connect(**self._database)
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                 if self._stopping.is_set():

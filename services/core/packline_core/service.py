@@ -65,7 +65,7 @@ class Service:
         )
         self._producer: AIOKafkaProducer | None = None
         self.relay = OutboxRelay(
-            settings.database_url,
+            settings.database_connect_args(),
             settings,
             client_id,
             self.metrics,
@@ -148,7 +148,7 @@ class Service:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def migrate(self) -> list[migrations.Migration]:
-        conn: asyncpg.Connection = await asyncpg.connect(self.settings.database_url)
+        conn: asyncpg.Connection = await asyncpg.connect(**self.settings.database_connect_args())
         try:
             return await migrations.apply(conn, self.migrations)
         finally:
@@ -159,7 +159,7 @@ class Service:
         if applied:
             log.info("migrations applied", migrations=[f"{m.source}/{m.version}" for m in applied])
         self._pool = await asyncpg.create_pool(
-            self.settings.database_url,
+            **self.settings.database_connect_args(),
             min_size=1,
             max_size=self.settings.database_pool_size,
             reset=_nothing_to_reset,

@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from packline_contracts.topics import Topic
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from packline_core.kafka import KafkaSettings
+from packline_core.weak_secrets import GENERATE_HINT, token_weakness
 
 ENV_PREFIX = "PACKLINE_"
 
@@ -25,7 +27,10 @@ class ServiceSettings(KafkaSettings):
     """Settings every Packline service reads. Services subclass it to set their own defaults.
     The Kafka connection (servers, TLS, SASL) comes from :class:`KafkaSettings`."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    # Errors never repeat a value: it may be a token or a password.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     topic_prefix: str = Field(
         default="",
@@ -36,7 +41,17 @@ class ServiceSettings(KafkaSettings):
     database_url: str = Field(
         pattern=r"^postgres(ql)?://",
         description="This service's own PostgreSQL database, as a postgresql:// URL; TLS from "
-        "its query, e.g. ?sslmode=verify-full&sslrootcert=/etc/packline/ca.pem.",
+        "its query, e.g. ?sslmode=verify-full&sslrootcert=/etc/packline/ca.pem. A password in "
+        "it is taken out at start (into database_password): the URL kept here has none.",
+    )
+    database_password: SecretStr | None = Field(
+        default=None,
+        description="The database password, apart from the URL (which then has none).",
+    )
+    database_password_file: Path | None = Field(
+        default=None,
+        description="A file holding the database password (e.g. a mounted Kubernetes Secret); "
+        "one trailing newline is ignored.",
     )
     database_pool_size: int = Field(default=10, ge=1, le=100)
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
@@ -150,6 +165,71 @@ class ServiceSettings(KafkaSettings):
         description="Names this replica in logs and Kafka client ids.",
     )
 
+    @field_validator("staff_tokens")
+    @classmethod
+    def _no_weak_staff_token(cls, tokens: SecretStr | None) -> SecretStr | None:
+        if tokens is None:
+            return None
+        entries = [token.strip() for token in tokens.get_secret_value().split(",")]
+        entries = [token for token in entries if token]
+        for number, token in enumerate(entries, start=1):
+            weakness = token_weakness(token)
+            if weakness:
+                raise ValueError(
+                    f"token {number} of {len(entries)} {weakness}: a static token must be long "
+                    f"and random ({GENERATE_HINT})"
+                )
+        return tokens
+
+    @model_validator(mode="after")
+    def _database_password_apart(self) -> ServiceSettings:
+        """Keeps the password out of ``database_url``, so that the URL can be shown and logged:
+        from the URL, PACKLINE_DATABASE_PASSWORD or PACKLINE_DATABASE_PASSWORD_FILE (one)."""
+        url, in_url = split_password(self.database_url)
+        given = [
+            name
+            for name, present in (
+                ("PACKLINE_DATABASE_URL (a password in it)", in_url is not None),
+                ("PACKLINE_DATABASE_PASSWORD", self.database_password is not None),
+                ("PACKLINE_DATABASE_PASSWORD_FILE", self.database_password_file is not None),
+            )
+            if present
+        ]
+        # A service's default URL carries the local development password; a password set apart
+        # replaces it. Two set by hand are a mistake: say which.
+        if in_url is not None and len(given) > 1 and "database_url" not in self.model_fields_set:
+            in_url = None
+            given = given[1:]
+        if len(given) > 1:
+            raise ValueError(f"the database password is given twice: {' and '.join(given)}")
+        password = self.database_password
+        if in_url is not None:
+            password = SecretStr(in_url)
+        elif self.database_password_file is not None:
+            try:
+                text = self.database_password_file.read_text()
+            except OSError as error:
+                raise ValueError(
+                    f"PACKLINE_DATABASE_PASSWORD_FILE cannot be read: {error.strerror}"
+                ) from None
+            text = text.removesuffix("\n").removesuffix("\r")
+            if not text:
+                raise ValueError("PACKLINE_DATABASE_PASSWORD_FILE is empty")
+            password = SecretStr(text)
+        # Frozen settings: this validator is where the model is built, so it may set fields.
+        object.__setattr__(self, "database_url", url)
+        object.__setattr__(self, "database_password", password)
+        return self
+
+    def database_connect_args(self) -> dict[str, Any]:
+        """Arguments for ``asyncpg.connect`` / ``create_pool``: the URL, and its password apart
+        (None: libpq's PGPASSWORD / .pgpass, or none)."""
+        password = self.database_password
+        return {
+            "dsn": self.database_url,
+            "password": password.get_secret_value() if password is not None else None,
+        }
+
     @model_validator(mode="after")
     def _staff_api_closed_unless_opened(self) -> ServiceSettings:
         if not self.staff_tokens and not self.oidc_issuer and not self.staff_api_open:
@@ -174,6 +254,31 @@ class ServiceSettings(KafkaSettings):
     def env_names(cls) -> set[str]:
         """The environment variables this settings class reads."""
         return {f"{ENV_PREFIX}{name.upper()}" for name in cls.model_fields}
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """``url`` without its password (in the user part, or a ``password`` query parameter), and
+    the password, unquoted (None: there was none)."""
+    parts = urlsplit(url)
+    password: str | None = None
+    netloc = parts.netloc
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user, _, quoted = userinfo.partition(":")
+        password = unquote(quoted) or None
+        netloc = f"{user}@{hosts}"
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        password = next(value for key, value in pairs if key == "password") or password
+        query = urlencode([(key, value) for key, value in pairs if key != "password"])
+    if password is None:
+        return url, None
+    # Put together by hand: urlunsplit drops the "//" of an empty host (a Unix socket's URL).
+    rebuilt = f"{parts.scheme}://{netloc}{parts.path}"
+    rebuilt += f"?{query}" if query else ""
+    rebuilt += f"#{parts.fragment}" if parts.fragment else ""
+    return rebuilt, password
 
 
 class SettingsError(SystemExit):
