@@ -233,3 +233,60 @@ async def test_a_link_smuggled_onto_the_commands_topic_is_dead_lettered(
     assert "message_type" in letter.header("reason")
     assert "packline.invoicing.links" in letter.header("reason")
     assert not await invoicing.pool.fetchval("SELECT count(*) FROM waiting_links")
+
+
+async def test_packline_admin_applies_the_acls_and_users_as_the_helm_job_does(
+    topic_prefix: str,
+) -> None:
+    """The chart's ACL Job (and compose's kafka-principals) runs ``packline-admin acls --apply``
+    as the admin user: with a user named as the cluster likes and its password from the
+    environment, the user can log in and do its job, and nothing else; ``--remove`` takes the
+    ACLs away again. Applying twice changes nothing."""
+    name, password = f"{topic_prefix}matcher", f"pw-{uuid4().hex}"
+    admin_settings = {
+        "PACKLINE_KAFKA_BOOTSTRAP_SERVERS": principal("matcher")["kafka_bootstrap_servers"],
+        "PACKLINE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "PACKLINE_KAFKA_SASL_USERNAME": os.environ.get("PACKLINE_TEST_KAFKA_SASL_USERNAME", ""),
+        "PACKLINE_KAFKA_SASL_PASSWORD": os.environ.get("PACKLINE_TEST_KAFKA_SASL_PASSWORD", ""),
+        "PACKLINE_KAFKA_SSL_CA_FILE": principal("matcher")["kafka_ssl_ca_file"],
+        "PACKLINE_TOPIC_PREFIX": topic_prefix,
+        "MATCHER_PASSWORD": password,
+    }
+
+    async def admin(*args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            str(ROOT / ".venv/bin/packline-admin"),
+            "acls",
+            *args,
+            env={**os.environ, **admin_settings},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+        assert process.returncode == 0, output.decode()
+        return output.decode()
+
+    job = ("--user", f"matcher={name}", "--password-env", "matcher=MATCHER_PASSWORD")
+    for _ in range(2):
+        assert f"User:{name}" in await admin("--apply", *job)
+    as_user = {**principal("matcher"), "kafka_sasl_username": name, "kafka_sasl_password": password}
+    topic, value, key = forged_link(topic_prefix)
+
+    async def send(topic: str) -> None:
+        producer = AIOKafkaProducer(
+            **client_options(KafkaSettings(**as_user)), request_timeout_ms=10_000
+        )
+        await producer.start()
+        try:
+            await asyncio.wait_for(producer.send_and_wait(topic, value, key=key), timeout=30)
+        finally:
+            await producer.stop()
+
+    try:
+        await send(topic)  # the matcher's job: its links
+        with pytest.raises(TopicAuthorizationFailedError):
+            await send(topic_prefix + INVOICING_COMMANDS.name)
+    finally:
+        await admin("--remove", "--user", f"matcher={name}")
+    with pytest.raises(TopicAuthorizationFailedError):
+        await send(topic)
