@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
+from packline_core.http_server import HttpServerSettings
 from packline_core.kafka import KafkaSettings
 from pydantic import Field
 
 
-class ConsoleSettings(KafkaSettings):
+class ConsoleSettings(KafkaSettings, HttpServerSettings):
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)

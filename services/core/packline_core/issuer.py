@@ -242,11 +242,14 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from urllib.parse import urlsplit
 
-        import uvicorn
+        from packline_core.http_server import HttpServerSettings
+        from packline_core.http_server import serve as serve_http
+        from packline_core.settings import load_settings
 
         port = args.port or urlsplit(args.issuer).port or 80
+        limits = load_settings(HttpServerSettings)
         print(f"packline-issuer: {args.issuer} (keys: {args.key_file})", file=sys.stderr)
-        uvicorn.run(app(keys, args.issuer), host=args.host, port=port, access_log=False)
+        serve_http(app(keys, args.issuer), limits, host=args.host, port=port, access_log=False)
 
 
 if __name__ == "__main__":

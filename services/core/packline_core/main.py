@@ -7,8 +7,7 @@ import asyncio
 import signal
 from collections.abc import Callable
 
-import uvicorn
-
+from packline_core.http_server import serve
 from packline_core.logging import configure_logging
 from packline_core.service import Service
 
@@ -38,8 +37,9 @@ def run(build: Callable[[], Service], argv: list[str] | None = None) -> None:
     # before it; a no-op one here makes a completed graceful shutdown exit with status 0.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda _signum, _frame: None)
-    uvicorn.run(
+    serve(
         service.http,
+        settings,
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,

@@ -17,15 +17,17 @@ from packline_contracts.topics import Topic
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from packline_core.http_server import HttpServerSettings
 from packline_core.kafka import KafkaSettings
 from packline_core.weak_secrets import GENERATE_HINT, token_weakness
 
 ENV_PREFIX = "PACKLINE_"
 
 
-class ServiceSettings(KafkaSettings):
+class ServiceSettings(KafkaSettings, HttpServerSettings):
     """Settings every Packline service reads. Services subclass it to set their own defaults.
-    The Kafka connection (servers, TLS, SASL) comes from :class:`KafkaSettings`."""
+    The Kafka connection (servers, TLS, SASL) comes from :class:`KafkaSettings`, the HTTP
+    server's limits on slow clients from :class:`HttpServerSettings`."""
 
     # Errors never repeat a value: it may be a token or a password.
     model_config = SettingsConfigDict(
