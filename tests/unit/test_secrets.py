@@ -275,3 +275,20 @@ def test_the_issuers_own_keys_are_ec_p256(tmp_path: Path) -> None:
     keys = issuer.Keys(tmp_path / "keys.json")
     (published,) = keys.jwks()["keys"]
     assert published["alg"] == "ES256" and published["crv"] == "P-256"
+
+
+# --- compose ------------------------------------------------------------------------------------
+
+
+def test_compose_ships_no_default_that_opens_data() -> None:
+    """PostgreSQL on the host's loopback only; no service told to serve its staff API without a
+    token; every static token and password one the operator must set (checked in detail by
+    tests/deploy/test_compose_file.py)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["services"]["postgres"]["ports"] == ["127.0.0.1:${PACKLINE_PG_PORT:-5432}:5432"]
+    for name, service in compose["services"].items():
+        environment = service.get("environment") or {}
+        assert str(environment.get("PACKLINE_STAFF_API_OPEN", "false")).lower() == "false", name
+        for key in ("PACKLINE_STAFF_TOKENS", "PACKLINE_CALENDAR_TOKEN"):
+            if key in environment:
+                assert re.fullmatch(r"\$\{\w+:\?[^}]*\}", environment[key]), (name, key)
