@@ -36,11 +36,13 @@ from packline_contracts.types import (
     PractitionerId,
 )
 from packline_core import openapi
+from packline_core.body_limit import BodyLimit
 from packline_core.http_errors import install_error_answers, invalid
 from packline_core.openapi import BAD_GATEWAY
 from pydantic import BaseModel, Field
 
 from packline_console.responses import CommandSent, ConsoleAlive
+from packline_console.security import CredentialsFirst, SecurityHeaders
 from packline_console.settings import ConsoleSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -109,8 +111,14 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         redoc_url=None,
     )
     # The commands need the staff token (the calendar checks it); /docs from local assets.
-    openapi.install(app, protected=lambda path: path.startswith("/commands/"), limits_bodies=False)
+    openapi.install(app, protected=lambda path: path.startswith("/commands/"))
     install_error_answers(app)
+    # Added last, runs first: no bearer token, 401 before the body is read; then its ceiling.
+    app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
+    app.add_middleware(CredentialsFirst)
+    # Around everything, even the answer to an unexpected error: the security headers.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: SecurityHeaders(build_stack())  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
