@@ -14,7 +14,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,8 +126,10 @@ async def packline_processes(
     create_database: CreateDatabase,
     *,
     staff_token: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Processes]:
-    """``staff_token``: the services accept only this token (otherwise their API is open)."""
+    """``staff_token``: the services accept only this token (otherwise their API is open);
+    ``extra_env``: more settings for every service (e.g. an OpenID Connect issuer to trust)."""
     ports = {name: free_port() for name in SERVICES}
     tokens = (
         {"PACKLINE_STAFF_TOKENS": staff_token, "PACKLINE_CALENDAR_TOKEN": staff_token}
@@ -151,6 +153,7 @@ async def packline_processes(
                 "PACKLINE_LOG_LEVEL": "INFO",
                 "PYTHONUNBUFFERED": "1",  # every line in the log file as it is written
                 **tokens,
+                **(extra_env or {}),
             }
             with service_log(name) as log:
                 processes.append(

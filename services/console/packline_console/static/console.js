@@ -3,7 +3,7 @@
 // The staff token stays in this tab (sessionStorage) and is sent with every request.
 
 const $ = (id) => document.getElementById(id);
-const state = { directory: { practitioners: [], locations: [] }, fees: [], patient: null, line: null, invoice: null, appointment: null };
+const state = { directory: { practitioners: [], locations: [] }, fees: [], patient: null, line: null, invoice: null, appointment: null, me: null };
 
 function token() { return sessionStorage.getItem("packline-token"); }
 
@@ -61,6 +61,7 @@ async function signIn(candidate) {
   try {
     state.directory = await api("calendar", "directory");
     state.fees = await api("calendar", "fees");
+    state.me = await api("calendar", "whoami");
   } catch (error) {
     sessionStorage.removeItem("packline-token");
     $("sign-in-error").textContent = `Not signed in: ${error.message}`;
@@ -68,11 +69,20 @@ async function signIn(candidate) {
   }
   $("sign-in").hidden = true;
   $("nav").hidden = false;
+  $("who").textContent = signedInAs(state.me);
   fillSelect($("cal-practitioner"), state.directory.practitioners, "practitioner_id");
   fillSelect($("cal-location"), state.directory.locations, "location_id");
   fillSelect($("new-fees"), state.fees, "fee_id");
   $("cal-day").value = $("new-date").value = today(zoneOf($("cal-location").value));
   show(location.hash === "#calendar" ? "calendar" : "invoices");
+}
+
+// Who the services take the token for (the calendar's /whoami): what the staff member does is
+// recorded as theirs.
+function signedInAs(me) {
+  if (!me.authenticated) return "Signed in (the services' API is open: no verified staff member)";
+  const clinics = me.clinics === null ? "every clinic" : me.clinics.map((id) => nameOf("locations", id)).join(", ") || "no clinic";
+  return `Signed in as ${me.name} (${me.sub}), ${me.role}, ${clinics}`;
 }
 
 function fillSelect(select, items, key) {
