@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -20,6 +20,7 @@ from packline_core import issuer
 from tests.clinic import (
     DR_A,
     DR_B,
+    MASSAGE_60,
     NORTHSIDE,
     SETUP,
     SOUTHSIDE,
@@ -29,16 +30,22 @@ from tests.clinic import (
     package,
     patient,
 )
-from tests.conftest import ReadEvents, StartService
+from tests.conftest import Infrastructure, ReadEvents, StartService
+from tests.e2e.console_process import console_process
 from tests.helpers import eventually
 from tests.integration.test_identity import AUDIENCE, client, local_issuer
-from tests.integration.test_invoicing import _has_package
+from tests.integration.test_invoicing import _has_package, serving
 
 pytestmark = pytest.mark.infra
 
 
 async def test_staff_see_and_change_only_patients_of_their_clinics(
-    start_service: StartService, producer: Any, read_events: ReadEvents, tmp_path: Path
+    start_service: StartService,
+    producer: Any,
+    read_events: ReadEvents,
+    tmp_path: Path,
+    infrastructure: Infrastructure,
+    topic_prefix: str,
 ) -> None:
     keys = issuer.Keys(tmp_path / "issuer-keys.json")
     invoicing_events = await read_events(INVOICING_EVENTS)
@@ -223,6 +230,65 @@ async def test_staff_see_and_change_only_patients_of_their_clinics(
             assert {a["practitioner_id"] for a in theirs} == {DR_A}
             asked = await dr.get("/appointments", params=span | {"practitioner_id": DR_B})
             assert asked.status_code == 403
+
+        # The console checks a calendar command against the caller's clinics before publishing.
+        async with (
+            serving(calendar) as calendar_url,
+            serving(invoicing) as invoicing_url,
+            serving(matcher) as matcher_url,
+            console_process(
+                infrastructure,
+                topic_prefix,
+                {"calendar": calendar_url, "invoicing": invoicing_url, "matcher": matcher_url},
+            ) as console,
+            httpx.AsyncClient(
+                base_url=console, headers={"Authorization": f"Bearer {token()}"}, timeout=30
+            ) as desk,
+        ):
+            slot = {
+                "practitioner_id": DR_A,
+                "date": days_ahead(8).date().isoformat(),
+                "time": "09:00",
+                "fee_ids": [MASSAGE_60],
+            }
+            denied = {
+                "book at Southside": await desk.post(
+                    "/commands/appointments",
+                    json=slot | {"patient_id": bo, "location_id": SOUTHSIDE},
+                ),
+                "book Sofia": await desk.post(
+                    "/commands/appointments",
+                    json=slot | {"patient_id": sofia, "location_id": NORTHSIDE},
+                ),
+                "cancel Sofia's": await desk.post(
+                    f"/commands/appointments/{sofia_visit.appointment_id}/cancel",
+                    json={"patient_id": sofia},
+                ),
+            }
+            for what, answer in denied.items():
+                assert answer.status_code == 403, f"{what}: {answer.status_code} {answer.text}"
+            mismatch = await desk.post(
+                f"/commands/appointments/{bo_visits[1].appointment_id}/cancel",
+                json={"patient_id": sofia},
+            )
+            assert mismatch.status_code == 422, mismatch.text
+            assert mismatch.json()["detail"][0]["loc"] == ["body", "patient_id"]
+            sent = await desk.post(
+                "/commands/appointments", json=slot | {"patient_id": bo, "location_id": NORTHSIDE}
+            )
+            assert sent.status_code == 202, sent.text
+            new_id = UUID(sent.json()["appointment_id"])
+
+            async def recorded() -> Any:
+                return await calendar.pool.fetchval(
+                    "SELECT booked_by FROM appointments WHERE appointment_id = $1", new_id
+                )
+
+            assert await eventually(recorded, what="the console's booking") == "sam"
+        cancelled = await calendar.pool.fetchval(
+            "SELECT count(*) FROM appointments WHERE patient_id = $1 AND status <> 'booked'", sofia
+        )
+        assert cancelled == 0, "nothing of Sofia's was changed"
 
 
 async def test_a_cursor_not_given_by_the_list_is_refused_naming_it(

@@ -38,7 +38,7 @@ from packline_contracts.types import (
 from packline_core import openapi
 from packline_core.body_limit import BodyLimit
 from packline_core.http_errors import install_error_answers, invalid
-from packline_core.openapi import BAD_GATEWAY
+from packline_core.openapi import BAD_GATEWAY, NOT_FOUND
 from pydantic import BaseModel, Field
 
 from packline_console.responses import CommandSent, ConsoleAlive
@@ -157,26 +157,43 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             media_type=answer.headers.get("content-type"),
         )
 
-    async def staff_only(request: Request, permission: str) -> str:
+    async def staff_only(request: Request, permission: str) -> dict[str, Any]:
         """Who gives a calendar command: the caller the calendar verifies from the forwarded
-        token (``GET /whoami``; 401 / 403 otherwise), recorded as the command's actor; their role
-        must allow ``permission`` (403). With the calendar's API open (development) there is no
-        verified caller: ``staff-console``."""
-        who = await ask_calendar(request, "/whoami")
+        token (``GET /whoami``; 401 / 403 otherwise); their role must allow ``permission``
+        (403). The answer's ``actor`` is recorded as the command's: their ``sub``, or with the
+        calendar's API open (development, no verified caller) ``staff-console``."""
+        who: dict[str, Any] = await ask_calendar(request, "/whoami")
         if not who.get("authenticated"):
-            return "staff-console"
+            return who | {"actor": "staff-console"}
         if permission not in who.get("permissions", []):
             raise HTTPException(403, f"role {who.get('role')} may not {permission}")
-        return str(who["sub"])
+        return who | {"actor": str(who["sub"])}
+
+    async def in_scope(request: Request, who: dict[str, Any], path: str) -> Any:
+        """Clinic scope before a command (docs/identity.md): the calendar answers ``path`` for
+        the caller only if its patient is seen at their clinics (its 403 / 404 passed on).
+        Callers of every clinic (a static token, the open API) are not asked: a command may
+        follow its booking before the calendar has applied it."""
+        if who.get("clinics") is None and who.get("practitioner_id") is None:
+            return None
+        return await ask_calendar(request, path, missing_is=404)
+
+    async def same_patient(
+        request: Request, who: dict[str, Any], appointment_id: UUID, patient_id: str
+    ) -> None:
+        """Cancel and delete only an appointment the caller may read, of the patient named."""
+        shown = await in_scope(request, who, f"/appointments/{appointment_id}")
+        if shown is not None and shown.get("patient_id") != patient_id:
+            raise invalid(["body", "patient_id"], f"appointment {appointment_id} is not theirs")
 
     async def calendar_directory(request: Request) -> dict[str, Any]:
         """The calendar's directory, asked with the caller's credentials (so it also says
         whether the calendar accepts them: 401 / 403 otherwise)."""
-        return await ask_calendar(request, "/directory")
+        return dict(await ask_calendar(request, "/directory"))
 
-    async def ask_calendar(request: Request, path: str) -> dict[str, Any]:
+    async def ask_calendar(request: Request, path: str, *, missing_is: int = 502) -> Any:
         """GET ``path`` from the calendar with the caller's credentials: its 401 / 403 passed
-        on, anything else but 200 (or no answer) a 502."""
+        on (and 404 with ``missing_is=404``), anything else but 200 (or no answer) a 502."""
         client: httpx.AsyncClient = state["http"]
         try:
             answer = await client.get(f"{settings.calendar_url}{path}", headers=_forwarded(request))
@@ -184,9 +201,11 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             raise HTTPException(502, "the calendar service does not answer") from error
         if answer.status_code in (401, 403):
             raise HTTPException(answer.status_code, _detail(answer))
+        if answer.status_code == 404 and missing_is == 404:
+            raise HTTPException(404, _detail(answer))
         if answer.status_code != 200:
             raise HTTPException(502, f"the calendar service answered {answer.status_code}")
-        return dict(answer.json())
+        return answer.json()
 
     @app.post(
         "/commands/appointments",
@@ -197,7 +216,17 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     )
     async def book(booking: Booking, request: Request) -> dict[str, Any]:
         """New appointment in the calendar (R4): the matcher links it to a package line."""
-        actor = await staff_only(request, "book")
+        who = await staff_only(request, "book")
+        clinics = who.get("clinics")
+        if clinics is not None and booking.location_id not in clinics:
+            raise HTTPException(
+                403,
+                f"location {booking.location_id} is not one of your clinics"
+                f" ({', '.join(clinics) or 'none'})",
+            )
+        await in_scope(
+            request, who, f"/patients/{quote(booking.patient_id, safe='')}/appointments?limit=1"
+        )
         directory = await calendar_directory(request)
         zones = {loc["location_id"]: loc.get("time_zone") for loc in directory["locations"]}
         starts_at = booking.instant(zones.get(booking.location_id))
@@ -212,7 +241,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                 duration_minutes=booking.duration_minutes,
                 fee_ids=booking.fee_ids,
                 source=BookingSource.STAFF,
-                booked_by=actor,
+                booked_by=who["actor"],
             )
         )
         return {"appointment_id": appointment_id, "status": "requested"}
@@ -222,11 +251,13 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         status_code=202,
         tags=COMMANDS,
         response_model=CommandSent,
-        responses=BAD_GATEWAY,
+        responses=BAD_GATEWAY | NOT_FOUND,
     )
     async def cancel(appointment_id: UUID, change: Change, request: Request) -> dict[str, Any]:
         """Cancel (R9): its package line is released."""
-        actor = await staff_only(request, "cancel")
+        who = await staff_only(request, "cancel")
+        await same_patient(request, who, appointment_id, change.patient_id)
+        actor = who["actor"]
         await state["producer"].send(
             CancelAppointment(
                 patient_id=change.patient_id,
@@ -242,11 +273,13 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         status_code=202,
         tags=COMMANDS,
         response_model=CommandSent,
-        responses=BAD_GATEWAY,
+        responses=BAD_GATEWAY | NOT_FOUND,
     )
     async def delete(appointment_id: UUID, change: Change, request: Request) -> dict[str, Any]:
         """Delete (R9): its package line is released."""
-        actor = await staff_only(request, "cancel")
+        who = await staff_only(request, "cancel")
+        await same_patient(request, who, appointment_id, change.patient_id)
+        actor = who["actor"]
         await state["producer"].send(
             DeleteAppointment(
                 patient_id=change.patient_id, appointment_id=appointment_id, deleted_by=actor
