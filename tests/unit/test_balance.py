@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+from hypothesis import given
+from hypothesis import strategies as st
 from packline_contracts.invoices import LineStatus
 from packline_invoicing.rules import balance
 
@@ -44,3 +46,28 @@ def test_remaining_is_the_open_lines_and_everything_adds_up_to_the_total() -> No
     assert counted.remaining == 3
     assert counted.booked + counted.used + counted.remaining == counted.total == 5
     assert counted.expires_on == date(2027, 5, 30)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(list(LineStatus)),
+            st.none() | st.integers(min_value=-3, max_value=3).map(lambda d: NOW + timedelta(d)),
+        ),
+        max_size=30,
+    )
+)
+def test_the_balance_from_an_invoices_tally_is_each_line_counted_one_by_one(
+    lines: list[tuple[LineStatus, datetime | None]],
+) -> None:
+    """Line events count the balance from one aggregate of the invoice's lines
+    (rules.tallied_balance); it equals classifying every line on its own, as R14 says."""
+    used = sum(
+        status in (LineStatus.USED, LineStatus.FORFEITED)
+        or (status == LineStatus.LINKED and starts is not None and starts <= NOW)
+        for status, starts in lines
+    )
+    remaining = sum(status == LineStatus.OPEN for status, _ in lines)
+    counted = balance(lines, NOW, None)
+    assert (counted.total, counted.used, counted.remaining) == (len(lines), used, remaining)
+    assert counted.booked == len(lines) - used - remaining

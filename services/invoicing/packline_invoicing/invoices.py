@@ -166,13 +166,21 @@ async def snapshot(conn: Connection, invoice_id: UUID, now: datetime) -> Package
     )
 
 
-# Every line of the invoice that holds line $1, with the invoice's package: a line event's data in
-# one round trip.
-INVOICE_LINES_OF_LINE = (
-    f"SELECT {LINE_COLUMNS_OF_L},"
-    " i.package_id, i.package_name FROM invoice_lines l JOIN package_invoices i USING (invoice_id)"
-    " WHERE l.invoice_id = (SELECT invoice_id FROM invoice_lines WHERE line_id = $1)"
-    " ORDER BY l.line_number"
+# Line $1 with its invoice's package and, in one pass over the invoice's lines, what its balance
+# is counted from (rules.tallied_balance): how many lines are in each status, when the linked
+# ones' appointments start, and the last day of validity. One row, however many lines.
+_TALLY = ", ".join(
+    f"count(*) FILTER (WHERE status = '{status.value}') AS n_{status.value}"
+    for status in LineStatus
+)
+LINE_WITH_TALLY = (
+    f"SELECT {LINE_COLUMNS_OF_L}, i.package_id, i.package_name, t.*"
+    " FROM invoice_lines l JOIN package_invoices i USING (invoice_id),"
+    f" LATERAL (SELECT {_TALLY},"
+    "  coalesce(array_agg(appointment_starts_at) FILTER (WHERE status = 'linked'), '{}')"
+    "  AS linked_starts, max(valid_until) AS expires_on"
+    "  FROM invoice_lines WHERE invoice_id = l.invoice_id) AS t"
+    " WHERE l.line_id = $1"
 )
 
 
@@ -180,15 +188,16 @@ async def line_event(
     conn: Connection, event_type: type[LineEvent], line_id: UUID, *, now: datetime, **fields: Any
 ) -> LineEvent:
     """A line event carrying the line as it is now and its invoice's balance at ``now``."""
-    rows = await conn.fetch(INVOICE_LINES_OF_LINE, line_id)
-    line = next(row for row in rows if row["line_id"] == line_id)
+    line = await conn.fetchrow(LINE_WITH_TALLY, line_id)
+    assert line is not None, f"no line {line_id}"
+    counts = {status: line[f"n_{status.value}"] for status in LineStatus}
     return event_type(
         patient_id=line["patient_id"],
         invoice_id=line["invoice_id"],
         package_id=line["package_id"],
         package_name=line["package_name"],
         line=to_line(line),
-        balance=balance_of(rows, now),
+        balance=rules.tallied_balance(counts, list(line["linked_starts"]), now, line["expires_on"]),
         **fields,
     )
 

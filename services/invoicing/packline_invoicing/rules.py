@@ -3,7 +3,8 @@ an appointment (R6) — checked again here whatever the matcher decided."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
@@ -105,21 +106,37 @@ def link_refusal(
 def balance(
     lines: list[tuple[LineStatus, datetime | None]], now: datetime, expires_on: date | None
 ) -> Balance:
-    """R14 at ``now`` (the caller's: a message's occurred_at or a request's clock, I10):
-    remaining = open; used = attended, forfeited, or linked to an appointment that has started;
-    booked = linked to an upcoming appointment, or a booking requested from the line."""
-    booked = used = remaining = 0
-    for status, starts_at in lines:
-        if status == LineStatus.OPEN:
-            remaining += 1
-        elif status in (LineStatus.USED, LineStatus.FORFEITED) or (
-            status == LineStatus.LINKED and starts_at is not None and starts_at <= now
-        ):
-            used += 1
-        else:
-            booked += 1
+    """R14 at ``now`` for these lines (status, and the start of the appointment each holds)."""
+    return tallied_balance(
+        Counter(status for status, _ in lines),
+        [starts_at for status, starts_at in lines if status == LineStatus.LINKED],
+        now,
+        expires_on,
+    )
+
+
+def tallied_balance(
+    counts: Mapping[LineStatus, int],
+    linked_starts: Sequence[datetime | None],
+    now: datetime,
+    expires_on: date | None,
+) -> Balance:
+    """R14 at ``now`` (the caller's: a message's occurred_at or a request's clock, I10), from
+    how many lines the invoice has in each status and when the linked ones' appointments start
+    (what one aggregate query reads): remaining = open; used = attended, forfeited, or linked
+    to an appointment that has started; booked = linked to an upcoming appointment, or a
+    booking requested from the line."""
+    started = sum(1 for starts_at in linked_starts if starts_at is not None and starts_at <= now)
+    used = counts.get(LineStatus.USED, 0) + counts.get(LineStatus.FORFEITED, 0) + started
+    linked = counts.get(LineStatus.LINKED, 0)
+    booked = linked - started + counts.get(LineStatus.BOOKING_REQUESTED, 0)
+    remaining = counts.get(LineStatus.OPEN, 0)
     return Balance(
-        total=len(lines), booked=booked, used=used, remaining=remaining, expires_on=expires_on
+        total=sum(counts.values()),
+        booked=booked,
+        used=used,
+        remaining=remaining,
+        expires_on=expires_on,
     )
 
 
