@@ -125,6 +125,9 @@ def register_http(service: Service) -> None:
         rows = await service.pool.fetch(
             "SELECT appointment_id, invoice_id, line_id, status AS state FROM invoice_lines"
             " WHERE status IN ('linked', 'used', 'forfeited')"
+            # Always so for these statuses (a CHECK says so), and it lets the pages walk the
+            # index of lines by appointment instead of sorting every line (issue #20).
+            " AND appointment_id IS NOT NULL"
             " AND ($1::uuid IS NULL OR appointment_id > $1::uuid)"
             " ORDER BY appointment_id LIMIT $2",
             after[0] if after else None,
