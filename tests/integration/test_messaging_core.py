@@ -163,7 +163,7 @@ async def test_a_message_read_again_after_a_crash_before_the_offset_commit_has_o
             return None  # the process "dies" after the database commit, before Kafka's
 
         for consumer in service.consumers:
-            consumer._commit = no_commit  # type: ignore[method-assign]
+            consumer._commit_applied = no_commit  # type: ignore[method-assign]
 
     first = await start_service(
         "calendar", database_url=database_url, customize=crash_before_offset_commit

@@ -87,6 +87,7 @@ class ConsumerSettings:
     max_backoff: float = 30.0
     lag_interval: float = 5.0  # how often lag is read from the broker
     stall_seconds: float = 60.0  # records waiting and no commit for this long: not ready
+    commit_seconds: float = 1.0  # commit at most this often while records keep coming
 
     @classmethod
     def of(cls, settings: ServiceSettings) -> ConsumerSettings:
@@ -94,6 +95,7 @@ class ConsumerSettings:
             batch_size=settings.consumer_batch_size,
             lag_interval=settings.consumer_lag_seconds,
             stall_seconds=settings.consumer_stall_seconds,
+            commit_seconds=settings.consumer_commit_seconds,
         )
 
 
@@ -133,6 +135,10 @@ class MessageConsumer:
         self.dead_letters = DeadLetterPublisher(service, self.name)
         self._stopping = asyncio.Event()
         self._kafka_consumers: list[AIOKafkaConsumer] = []
+        # Applied but not yet committed, per member of the group: the next offset of each
+        # partition, and when that member last committed.
+        self._uncommitted: dict[int, dict[TopicPartition, int]] = {}
+        self._committed_at: dict[int, float] = {}
         self.progress = Progress(self.settings.stall_seconds)
         service.on_stopping(self._stop)
 
@@ -195,7 +201,10 @@ class MessageConsumer:
             if consumer not in self._kafka_consumers:
                 self._kafka_consumers.append(consumer)
             try:
-                return await fetch(consumer)
+                records = await fetch(consumer)
+                if not records:  # nothing waiting: what was applied is committed now
+                    await self._commit_applied(consumer)
+                return records
             except ConsumerStoppedError:
                 raise
             except Exception as error:
@@ -230,7 +239,10 @@ class MessageConsumer:
                 with contextlib.suppress(ShuttingDown):
                     await self._backoff(3)
                 return
-            await self._commit(consumer, batch)
+            self._applied(consumer, batch)
+            last = self._committed_at.get(id(consumer), 0.0)
+            if time.monotonic() - last >= self.settings.commit_seconds:
+                await self._commit_applied(consumer)
 
     # --- processing ---------------------------------------------------------------------------
 
@@ -466,13 +478,25 @@ class MessageConsumer:
             except (IllegalStateError, AssertionError):
                 pass  # no longer ours: its next owner reads it from the commit
 
-    async def _commit(
+    def _applied(
         self, consumer: AIOKafkaConsumer, batch: Sequence[ConsumerRecord[bytes, bytes]]
     ) -> None:
-        offsets: dict[TopicPartition, int] = {}
+        """Remember that ``batch`` is applied: its offsets are committed with the next commit
+        (by time while records keep coming, at once when none wait: #20, a broker round trip
+        per batch was a cost on the path)."""
+        offsets = self._uncommitted.setdefault(id(consumer), {})
         for record in batch:
             partition = TopicPartition(record.topic, record.partition)
             offsets[partition] = max(offsets.get(partition, 0), record.offset + 1)
+
+    async def _commit_applied(self, consumer: AIOKafkaConsumer) -> None:
+        pending = self._uncommitted.pop(id(consumer), {})
+        self._committed_at[id(consumer)] = time.monotonic()
+        # Only partitions still ours: a revoked one's next owner reads from its last commit,
+        # and its inbox skips what this member applied.
+        offsets = {p: o for p, o in pending.items() if p in consumer.assignment()}
+        if not offsets:
+            return
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as error:

@@ -80,6 +80,14 @@ class ServiceSettings(KafkaSettings, HttpServerSettings):
     consumer_lag_seconds: float = Field(
         default=5, gt=0, le=300, description="How often lag is read from the broker."
     )
+    consumer_commit_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="Offsets are committed at most this often while records keep coming, and "
+        "at once when none are waiting (0: after every batch). A replay of what was applied "
+        "but not yet committed is harmless: the inbox skips it.",
+    )
     dead_letter_publish_seconds: float = Field(
         default=10,
         gt=0,
