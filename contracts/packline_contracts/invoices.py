@@ -181,6 +181,13 @@ class InvoiceLine(Value):
         description="The time zone of the appointment's location: show its date and time there.",
     )
     version: Version = Field(description="Increases with every change of this line.")
+    share_cents: Cents | None = Field(
+        default=None,
+        description="This session's share of the invoice's price, fixed at sale: the price "
+        "divided by the number of lines, the cents left over going one each to the lowest line "
+        "numbers, so the shares add up to the price exactly (docs/revenue.md). Absent from "
+        "events before this field existed.",
+    )
 
 
 class PackageInvoice(Value):
@@ -204,6 +211,17 @@ class PackageInvoice(Value):
     )
     lines: list[InvoiceLine]
     balance: Balance
+    location_id: LocationId | None = Field(
+        default=None,
+        description="Where it was sold (the deferred-revenue report's location); absent when the "
+        "sale named none, and from events before this field existed.",
+    )
+    owed_cents: Cents | None = Field(
+        default=None,
+        description="Deferred revenue: what the clinic still owes the patient in sessions, in "
+        "cents (the price less what was recognised, forfeited, expired, refunded or voided; "
+        "docs/revenue.md). Absent from events before this field existed.",
+    )
 
 
 class InvoiceEvent(PatientMessage):
@@ -240,6 +258,22 @@ class PackageInvoiceVoided(InvoiceEvent):
     voided_by: Actor
     reason: Reason
     balance: Balance
+    voided_cents: Cents | None = Field(
+        default=None,
+        description="What the invoice still owed when it was voided, no longer owed "
+        "(docs/revenue.md); absent from events before this field existed.",
+    )
+    owed_cents: Cents | None = Field(
+        default=None,
+        description="What the invoice still owes after this event (docs/revenue.md); absent "
+        "from events before this field existed.",
+    )
+    accounted_at: Instant | None = Field(
+        default=None,
+        description="When the amount counts (the change's own time: the message that caused "
+        "it, or the staff request); the report's month is this instant's month at the selling "
+        "location. Absent from events before this field existed.",
+    )
 
 
 class PackageInvoiceRefunded(InvoiceEvent):
@@ -249,6 +283,27 @@ class PackageInvoiceRefunded(InvoiceEvent):
     status: InvoiceStatus
     redeemable: bool
     balance: Balance
+    refunded_owed_cents: Cents | None = Field(
+        default=None,
+        description="The part of amount_cents taken off what the invoice still owed (at most "
+        "that); docs/revenue.md. Absent from events before this field existed.",
+    )
+    refunded_recognised_cents: Cents | None = Field(
+        default=None,
+        description="The rest of amount_cents: revenue already recognised (or forfeited) given "
+        "back. Absent from events before this field existed.",
+    )
+    owed_cents: Cents | None = Field(
+        default=None,
+        description="What the invoice still owes after this event (docs/revenue.md); absent "
+        "from events before this field existed.",
+    )
+    accounted_at: Instant | None = Field(
+        default=None,
+        description="When the amount counts (the change's own time: the message that caused "
+        "it, or the staff request); the report's month is this instant's month at the selling "
+        "location. Absent from events before this field existed.",
+    )
 
 
 class LineEvent(InvoiceEvent):
@@ -296,6 +351,22 @@ class LineForfeited(LineEvent):
     appointment_id: UUID
     link_version: Version
     reason: Reason
+    forfeited_cents: Cents | None = Field(
+        default=None,
+        description="The line's share, now revenue of the forfeited session (at most what the "
+        "invoice still owed; docs/revenue.md). Absent from events before this field existed.",
+    )
+    owed_cents: Cents | None = Field(
+        default=None,
+        description="What the invoice still owes after this event (docs/revenue.md); absent "
+        "from events before this field existed.",
+    )
+    accounted_at: Instant | None = Field(
+        default=None,
+        description="When the amount counts (the change's own time: the message that caused "
+        "it, or the staff request); the report's month is this instant's month at the selling "
+        "location. Absent from events before this field existed.",
+    )
 
 
 class LineUsed(LineEvent):
@@ -310,6 +381,22 @@ class LineUsed(LineEvent):
         "event only if it is newer than the last one applied.",
     )
     session_number: Version = Field(description="This is session N of balance.total.")
+    recognised_cents: Cents | None = Field(
+        default=None,
+        description="Revenue recognised by this session: the line's share (at most what the "
+        "invoice still owed; docs/revenue.md). Absent from events before this field existed.",
+    )
+    owed_cents: Cents | None = Field(
+        default=None,
+        description="What the invoice still owes after this event (docs/revenue.md); absent "
+        "from events before this field existed.",
+    )
+    accounted_at: Instant | None = Field(
+        default=None,
+        description="When the amount counts (the change's own time: the message that caused "
+        "it, or the staff request); the report's month is this instant's month at the selling "
+        "location. Absent from events before this field existed.",
+    )
 
 
 class LinkRefusalCode(StrEnum):
