@@ -59,7 +59,7 @@ async def measure(
     except TimeoutError:
         missing = -1  # counted below
         driver.forget(batch)
-    quiet = await driver.broker.quiet(within=600)
+    quiet = await driver.broker.quiet(within=driver.config.quiet_seconds)
     spent = machine.used(cpu, cpu_snapshot(driver))
     operations = record_operations(offsets, quiet)
     return summarise(driver, kind, batch, rate, start, spent, operations, missing, keep_series)
@@ -255,7 +255,7 @@ async def total_lines(driver: Driver, targets: Sequence[int]) -> list[dict[str, 
                 await driver.buy(filler, 100, within=max(deadline - time.monotonic(), 30))
             except TimeoutError:  # purchases crawl: measure where the fill stopped
                 reached = False
-                await driver.broker.quiet(within=900)
+                await driver.broker.quiet(within=1.5 * config.quiet_seconds)
                 break
             rate = invoices * 100 / max(time.monotonic() - started, 1e-9)
             chunk = max(10, min(int(rate * 20 / 100), 1_000))
@@ -312,18 +312,23 @@ async def backlog(driver: Driver) -> dict[str, Any]:
 
     trickling = asyncio.create_task(trickle())
     await driver.until_done(queued, within=3600)
-    drained = max(driver.seen[("LineLinked", s.cid)] for s in queued)
+    linked = [driver.seen[("LineLinked", s.cid)] for s in queued]
+    first, drained = min(linked), max(linked)
     drained_all.set()
     await trickling
     await driver.until_done(probes, within=300)
-    await driver.broker.quiet(within=600)
+    await driver.broker.quiet(within=driver.config.quiet_seconds)
     spent = machine.used(cpu, cpu_snapshot(driver))
     done = [driver.seen[("LineLinked", s.cid)] - s.scheduled for s in probes]
     notes = [driver.notes[s.appointment_id][0] - s.scheduled for s in probes]
     return {
         "queued": count,
+        # From the matcher's readiness: its group's rebalance, then the drain itself.
+        "first_link_after_restart_seconds": first - restarted,
         "drain_seconds": drained - restarted,
         "drain_per_second": count / max(drained - restarted, 1e-9),
+        # From its first link to its last: the drain rate once the matcher has its partitions.
+        "drain_per_second_once_assigned": count / max(drained - first, 1e-9),
         "machine_ms_per_booking": spent["machine"] / (count + len(probes)) * 1000,
         "new_bookings": len(probes),
         "new_bookings_to_link_ms": percentiles(done),

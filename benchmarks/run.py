@@ -142,7 +142,7 @@ async def main(config: Config) -> dict[str, Any]:
             results["profile"] = await profiling
         phase(f"every message kind, lines per patient {list(config.per_patient)}")
         results["per_patient"] = await phases.per_patient(driver)
-        phase(f"every message kind, total lines {rest}")
+        phase(f"every message kind, total lines {rest or '(no more steps)'}")
         if rest and results["total_lines"][-1]["reached"]:
             results["total_lines"] += await phases.total_lines(driver, rest)
         phase(f"backlog of {config.backlog:,}")

@@ -4,8 +4,10 @@ own, and the run's settings."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,9 @@ class Config:
     kafka_baseline_records: int = 50_000
     postgres_baseline_seconds: float = 4
     note_poll_seconds: float = 0.005
+    # The longest a step waits for the system to go quiet after its last result (a stuck
+    # consumer fails the run with the records it is behind, instead of hanging it).
+    quiet_seconds: float = 600
 
     def __post_init__(self) -> None:
         if self.quick:
@@ -53,6 +58,7 @@ class Config:
             self.kind_patients, self.per_patient, self.line_steps = 6, (5, 100), (2_000,)
             self.fill_seconds, self.backlog = 60, 300
             self.kafka_baseline_records, self.postgres_baseline_seconds = 2_000, 0.5
+            self.quiet_seconds = 120
 
 
 # --- the system under test ------------------------------------------------------------------
@@ -73,6 +79,7 @@ class Process:
             env={**self.env, "PACKLINE_HTTP_PORT": str(self.port)},
             stdout=log,
             stderr=log,
+            preexec_fn=_die_with_parent,
         )
         async with httpx.AsyncClient() as client:
             for _ in range(600):
@@ -99,6 +106,13 @@ class Process:
         if not self.process or self.process.returncode is not None:
             return None
         return self.process.pid
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs the service: Linux sends it SIGTERM when the benchmark dies
+    (killed by a timeout, say), so no service outlives the run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass

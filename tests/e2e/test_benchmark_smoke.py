@@ -84,7 +84,7 @@ def test_the_quick_benchmark_runs_and_reports_every_figure(
         for kind, figures in step["kinds"].items():
             complete(figures, kind)
     backlog = results["backlog"]
-    assert backlog["drain_per_second"] > 0
+    assert backlog["drain_per_second"] > 0 and backlog["drain_per_second_once_assigned"] > 0
     assert backlog["new_bookings_to_note_ms"]["n"] == backlog["new_bookings"] > 0
     table = (run / "results.md").read_text()
     for section in (
