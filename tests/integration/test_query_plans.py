@@ -221,16 +221,17 @@ INVOICING_FILL = [
     "INSERT INTO packages (package_id, terms) VALUES ('filler-10', '{}')",
     "INSERT INTO package_invoices (invoice_id, patient_id, package_id, package_name, channel,"
     " issued_at, issued_by, status, price_cents, paid_cents, refunded_cents, currency,"
-    " pay_before_use, late_cancel_policy, location_id, time_zone)"
+    " pay_before_use, late_cancel_policy, location_id, time_zone, owed_cents)"
     f" SELECT {INVOICE_ID.format(i='i')}, {patient_of_invoice('i')}, 'filler-10', '10 x filler',"
     f" 'staff', {HISTORY_START} + i * interval '20 minutes', 'filler',"
     " CASE WHEN i % 50 = 0 THEN 'void' ELSE 'paid' END, 40000, 40000, 0, 'EUR', false, NULL,"
-    " CASE WHEN i % 2 = 0 THEN 'northside' ELSE 'southside' END, 'UTC'"
+    " CASE WHEN i % 2 = 0 THEN 'northside' ELSE 'southside' END, 'UTC',"
+    " CASE WHEN i % 50 = 0 THEN 0 ELSE 30000 END"
     f" FROM generate_series(1, {INVOICES}) i",
     "INSERT INTO invoice_lines (line_id, invoice_id, line_number, patient_id, fee_id,"
     " practitioner_ids, location_ids, valid_from, valid_until, status, appointment_id,"
     " appointment_starts_at, appointment_version, appointment_time_zone, note, version,"
-    " booking_requested_at)"
+    " booking_requested_at, share_cents)"
     f" SELECT {LINE_ID.format(g='g')}, {INVOICE_ID.format(i=invoice_of_line('g'))},"
     f" (g - 1) % {LINES_PER_INVOICE} + 1, {patient_of_invoice(invoice_of_line('g'))},"
     " CASE WHEN g % 7 = 0 THEN 'massage-30' ELSE 'massage-60' END, NULL,"
@@ -240,7 +241,15 @@ INVOICING_FILL = [
     f" CASE WHEN g % 2 = 0 THEN {APPOINTMENT_ID.format(a='g / 2')} END,"
     f" CASE WHEN g % 2 = 0 THEN {appointment_start('g / 2')} END,"
     " CASE WHEN g % 2 = 0 THEN 1 END, CASE WHEN g % 2 = 0 THEN 'UTC' END, NULL,"
-    f" 1 + g % 2, NULL FROM generate_series(1, {LINES}) g",
+    f" 1 + g % 2, NULL, 4000 FROM generate_series(1, {LINES}) g",
+    # What each invoice sold and had used, as the revenue migration enters it (issue #22).
+    "INSERT INTO revenue_entries (entry_id, invoice_id, kind, amount_cents, accounted_at)"
+    f" SELECT {uid(11, 'i')}, {INVOICE_ID.format(i='i')}, 'sold', 40000,"
+    f" {HISTORY_START} + i * interval '20 minutes' FROM generate_series(1, {INVOICES}) i",
+    "INSERT INTO revenue_entries (entry_id, invoice_id, kind, amount_cents, accounted_at)"
+    f" SELECT {uid(12, 'i')}, {INVOICE_ID.format(i='i')}, 'recognised', 10000,"
+    f" {HISTORY_START} + i * interval '20 minutes' + interval '30 days'"
+    f" FROM generate_series(1, {INVOICES}) i",
     "INSERT INTO known_appointments (appointment_id, patient_id, version, practitioner_id,"
     " location_id, starts_at, fee_ids, status, time_zone)"
     f" SELECT {APPOINTMENT_ID.format(a='a')}, {patient_of_invoice(invoice_of_line('2 * a'))}, 1,"

@@ -23,7 +23,7 @@ from packline_contracts.types import AppointmentStatus
 from packline_core.consumer import MessageConsumer
 from packline_core.outbox import Transaction
 
-from packline_invoicing import invoices
+from packline_invoicing import invoices, revenue
 
 ATTENDED = (AppointmentStatus.ARRIVED, AppointmentStatus.COMPLETED)
 USED_STAYS = "the session was used (the patient attended): a used line is never released"
@@ -86,15 +86,19 @@ async def use_if_attended(tx: Transaction, line_id: UUID, appointment_id: UUID) 
 
 
 async def announce(tx: Transaction, line: Any, appointment_version: int) -> None:
+    """LineUsed, with the session's share recognised (docs/revenue.md)."""
+    now = invoices.moment(tx)
+    recognised = await revenue.line_spent(tx, line["line_id"], "recognised", now)
     tx.publish(
         await invoices.line_event(
             tx.conn,
             LineUsed,
             line["line_id"],
-            now=invoices.moment(tx),
+            now=now,
             appointment_id=line["appointment_id"],
             appointment_version=appointment_version,
             link_version=await invoices.next_link_version(tx.conn, line["appointment_id"]),
             session_number=line["line_number"],
+            **recognised,
         )
     )

@@ -47,7 +47,7 @@ from packline_core.errors import Rejected
 from packline_core.outbox import Transaction
 from pydantic import TypeAdapter, ValidationError
 
-from packline_invoicing import attendance, directory, invoices, known, rules
+from packline_invoicing import attendance, directory, invoices, known, revenue, rules
 
 
 def register_commands(consumer: MessageConsumer) -> None:
@@ -188,8 +188,8 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
     await tx.conn.execute(
         "INSERT INTO package_invoices (invoice_id, patient_id, package_id, package_name, channel,"
         " issued_at, issued_by, status, price_cents, currency, pay_before_use,"
-        " late_cancel_policy, location_id, time_zone)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, 'issued', $8, $9, $10, $11, $12, $13)",
+        " late_cancel_policy, location_id, time_zone, owed_cents)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, 'issued', $8, $9, $10, $11, $12, $13, $8)",
         command.invoice_id,
         command.patient_id,
         package.package_id,
@@ -206,6 +206,8 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
     )
     rows = []
     number = 0
+    # Each session's share of the price, adding up to it exactly (docs/revenue.md).
+    shares = rules.session_shares(package.price_cents, sum(item.count for item in package.items))
     for item in package.items:
         for _ in range(item.count):
             number += 1
@@ -220,13 +222,22 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
                     locations.ids,
                     issued_on,
                     until,
+                    shares[number - 1],
                 )
             )
     await tx.conn.executemany(
         "INSERT INTO invoice_lines (line_id, invoice_id, line_number, patient_id, fee_id,"
-        " practitioner_ids, location_ids, valid_from, valid_until, status, version)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', 1)",
+        " practitioner_ids, location_ids, valid_from, valid_until, status, version, share_cents)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', 1, $10)",
         rows,
+    )
+    await revenue.enter(
+        tx,
+        command.invoice_id,
+        "sold",
+        package.price_cents,
+        command.issued_at,
+        cause=command.invoice_id,
     )
     tx.publish(
         PackageInvoiceIssued(
@@ -311,13 +322,15 @@ async def void(tx: Transaction, envelope: Envelope[VoidPackageInvoice]) -> None:
         "UPDATE package_invoices SET status = 'void' WHERE invoice_id = $1", command.invoice_id
     )
     await release_all(tx, command.invoice_id, by=command.voided_by)
+    now = invoices.moment(tx)
     tx.publish(
         PackageInvoiceVoided(
             patient_id=command.patient_id,
             invoice_id=command.invoice_id,
             voided_by=command.voided_by,
             reason=command.reason,
-            balance=await invoices.balance(tx.conn, command.invoice_id, invoices.moment(tx)),
+            balance=await invoices.balance(tx.conn, command.invoice_id, now),
+            **await revenue.voided(tx, command.invoice_id, now),
         )
     )
 
@@ -357,6 +370,10 @@ async def refund(tx: Transaction, envelope: Envelope[RefundPackageInvoice]) -> N
     )
     if full:
         await release_all(tx, command.invoice_id, by=command.refunded_by)
+    now = invoices.moment(tx)
+    accounting = await revenue.refunded(
+        tx, command.invoice_id, command.refund_id, command.amount_cents, now
+    )
     tx.publish(
         PackageInvoiceRefunded(
             patient_id=command.patient_id,
@@ -368,7 +385,8 @@ async def refund(tx: Transaction, envelope: Envelope[RefundPackageInvoice]) -> N
             redeemable=rules.redeemable(
                 status, invoice["pay_before_use"], invoice["paid_cents"], invoice["price_cents"]
             ),
-            balance=await invoices.balance(tx.conn, command.invoice_id, invoices.moment(tx)),
+            balance=await invoices.balance(tx.conn, command.invoice_id, now),
+            **accounting,
         ),
         message_id=answer_id("refund", command.refund_id),
     )
@@ -481,7 +499,10 @@ async def release(
             line["line_id"],
         )
         event_type: Any = LineForfeited
-        detail: dict[str, Any] = {"reason": forfeit_reason}
+        detail: dict[str, Any] = {
+            "reason": forfeit_reason,
+            **await revenue.line_spent(tx, line["line_id"], "forfeited", invoices.moment(tx)),
+        }
     else:
         await tx.conn.execute(
             "UPDATE invoice_lines SET status = 'open', appointment_id = NULL,"

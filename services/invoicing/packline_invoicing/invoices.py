@@ -24,7 +24,7 @@ from packline_invoicing import rules
 LINE_COLUMNS = (
     "line_id, invoice_id, line_number, patient_id, fee_id, practitioner_ids, location_ids,"
     " valid_from, valid_until, status, appointment_id, appointment_starts_at,"
-    " appointment_version, appointment_time_zone, note, version"
+    " appointment_version, appointment_time_zone, note, version, share_cents"
 )
 # The same, for queries that join the invoice (both tables have a patient_id).
 LINE_COLUMNS_OF_L = ", ".join(f"l.{column.strip()}" for column in LINE_COLUMNS.split(","))
@@ -60,6 +60,7 @@ def to_line(row: asyncpg.Record) -> InvoiceLine:
         appointment_starts_at=row["appointment_starts_at"],
         appointment_time_zone=row["appointment_time_zone"],
         version=row["version"],
+        share_cents=row["share_cents"],
     )
 
 
@@ -163,6 +164,8 @@ async def snapshot(conn: Connection, invoice_id: UUID, now: datetime) -> Package
         time_zone=invoice["time_zone"],
         lines=[to_line(row) for row in lines],
         balance=balance_of(lines, now),
+        location_id=invoice["location_id"],
+        owed_cents=invoice["owed_cents"],
     )
 
 

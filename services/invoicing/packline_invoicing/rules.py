@@ -185,3 +185,26 @@ def sale_refusal(
         if outside:
             return field, f"package {package.package_id} is not for {what}(s) " + ", ".join(outside)
     return None
+
+
+# --- revenue (docs/revenue.md) ------------------------------------------------------------------
+
+
+def session_shares(price_cents: int, sessions: int) -> list[int]:
+    """Each line's share of the price, by line number (index 0 is line 1): the price divided
+    by the number of lines, and the cents left over (fewer than the lines) one each to the
+    lowest line numbers — the largest-remainder method with every remainder equal, ties broken
+    by line number. The shares add up to the price exactly and each is within one cent of
+    ``price_cents / sessions``."""
+    if sessions < 1 or price_cents < 0:
+        raise ValueError(f"no shares of {price_cents} cents over {sessions} sessions")
+    base, left_over = divmod(price_cents, sessions)
+    return [base + (1 if number < left_over else 0) for number in range(sessions)]
+
+
+def taken_from_owed(owed_cents: int, amount_cents: int) -> int:
+    """How much of ``amount_cents`` (a session used, forfeited or expired; a refund; a void)
+    comes off what the invoice still owes: all of it, but never more than is owed, so what is
+    owed never falls below zero (after a partial refund the last sessions used recognise less,
+    and a refund beyond what is owed gives back revenue already recognised)."""
+    return max(0, min(owed_cents, amount_cents))
