@@ -49,9 +49,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "reception": frozenset(
         {"book", "cancel", "unlink", "read calendar", "read invoices", "read patients"}
     ),
-    "billing": frozenset({"sell", "void", "refund", "payments", "read invoices", "read patients"}),
+    "billing": frozenset(
+        {"sell", "void", "refund", "payments", "read invoices", "read patients", "read reports"}
+    ),
     "practitioner": frozenset({"read calendar", "read patients"}),
-    "admin": frozenset({"catalogue", "directory"}),
+    "admin": frozenset({"catalogue", "directory", "read reports"}),
     "operations": frozenset({"operations"}),
 }
 PERMISSIONS = {role: allowed | {READ_REFERENCE} for role, allowed in PERMISSIONS.items()}

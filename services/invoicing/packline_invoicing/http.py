@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
-from fastapi import HTTPException, Request, Response
+from fastapi import HTTPException, Query, Request, Response
 from packline_contracts import clinic_time, wording
 from packline_contracts.catalogue import Package
 from packline_contracts.invoices import IssuePackageInvoice, PackageInvoice, PurchaseChannel
@@ -21,7 +21,7 @@ from packline_core.scope import CallerScope, Scope, require_location, require_pa
 from packline_core.service import Service
 from pydantic import BaseModel, Field
 
-from packline_invoicing import commands, invoices
+from packline_invoicing import commands, invoices, report, revenue
 from packline_invoicing.responses import InvoiceShown
 
 
@@ -172,6 +172,47 @@ def register_http(service: Service) -> None:
                 lambda r: [r["issued_at"].isoformat(), str(r["invoice_id"])],
             )
             return [await shown_with_notes(conn, row["invoice_id"]) for row in shown]
+
+    @http.get(
+        "/reports/deferred-revenue",
+        dependencies=[needs("read reports")],
+        tags=["reports"],
+        response_model=report.DeferredRevenue,
+        responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    )
+    async def deferred_revenue(
+        scope: CallerScope,
+        first: Annotated[date, Query(alias="from", description="The first day (local).")],
+        last: Annotated[date, Query(alias="to", description="The last day (local), inclusive.")],
+        location_id: Annotated[
+            LocationId | None,
+            Query(description="Only invoices sold there (default: all you may see)."),
+        ] = None,
+        format: Literal["json", "csv"] = "json",
+    ) -> Any:
+        """Deferred revenue (docs/revenue.md): for invoices sold at ``location_id`` (or at any
+        of the caller's clinics), what was owed when the period began, and by package, currency
+        and month what was sold, recognised (sessions used), forfeited, expired, refunded and
+        voided, and what is still owed at each month's end; all in cents. Months and days are
+        the selling location's. At most 60 months; answered whole (one row per package and
+        month), as JSON or CSV."""
+        refused = report.period_refusal(first, last)
+        if refused:
+            raise invalid(["query", "to"], refused)
+        if location_id is not None:
+            require_location(scope, location_id)
+        async with service.pool.acquire() as conn:
+            moved = await revenue.movements(conn, first, last, location_id, scope)
+        rows = report.report_rows(moved, first, last)
+        if format == "csv":
+            return Response(report.csv_text(rows), media_type="text/csv; charset=utf-8")
+        return {
+            "from": first,
+            "to": last,
+            "location_id": location_id,
+            "rows": rows,
+            "totals": report.report_totals(rows),
+        }
 
 
 def selling_location(scope: Scope, given: str | None) -> str | None:
