@@ -16,6 +16,7 @@ from packline_contracts.invoices import IssuePackageInvoice, PackageInvoiceIssue
 from packline_contracts.patients import RegisterPatient
 from packline_contracts.topics import INVOICING_EVENTS
 from packline_core import issuer
+from packline_core.reconcile import every_page
 
 from tests.clinic import (
     DR_A,
@@ -300,3 +301,33 @@ async def test_a_cursor_not_given_by_the_list_is_refused_naming_it(
             answer = await cal.get(f"/patients/{patient()}/appointments", params={"cursor": cursor})
             assert answer.status_code == 422, answer.text
             assert answer.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+async def test_links_are_read_page_by_page_as_reconcile_follows_them(
+    start_service: StartService,
+) -> None:
+    """GET /links pages in (appointment, line) order; packline_core.reconcile.every_page follows
+    the Link rel=next headers to the end and gets each link once."""
+    matcher = await start_service("matcher")
+    invoice_id = uuid4()
+    await matcher.pool.execute(
+        "INSERT INTO invoices (invoice_id, patient_id, package_id, package_name, issued_at,"
+        " redeemable, unpaid) VALUES ($1, 'p-1', 'p5', '5 x massage', now(), true, false)",
+        invoice_id,
+    )
+    held = sorted((uuid4(), uuid4()) for _ in range(5))  # (appointment, line)
+    for number, (appointment_id, line_id) in enumerate(held, start=1):
+        await matcher.pool.execute(
+            "INSERT INTO lines (line_id, invoice_id, patient_id, line_number, fee_id,"
+            " valid_from, valid_until, status, appointment_id)"
+            " VALUES ($1, $2, 'p-1', $3, 'massage', current_date, current_date, 'linked', $4)",
+            line_id,
+            invoice_id,
+            number,
+            appointment_id,
+        )
+    async with client(matcher, None) as http:
+        first = await http.get("/links", params={"limit": 2})
+        assert len(first.json()) == 2 and "next" in first.links
+        whole = await every_page(http, "/links?limit=2")
+    assert [(UUID(r["appointment_id"]), UUID(r["line_id"])) for r in whole] == held

@@ -13,7 +13,8 @@ from packline_contracts import clinic_time
 from packline_contracts.types import Day, Instant, LocationId, Minutes, PatientId, PractitionerId
 from packline_core.auth import needs
 from packline_core.http_errors import invalid
-from packline_core.openapi import NOT_FOUND, Link
+from packline_core.links import register_links
+from packline_core.openapi import NOT_FOUND
 from packline_core.paging import Cursor, Limit, instant_of, page, read_cursor
 from packline_core.scope import (
     CallerScope,
@@ -30,6 +31,12 @@ from packline_calendar.responses import AppointmentShown, Availability, Director
 
 def register_http(service: Service) -> None:
     http = service.http
+    register_links(
+        service,
+        "SELECT appointment_id, invoice_id, line_id, state FROM package_notes"
+        " WHERE state IN ('linked', 'used', 'forfeited')",
+        "Every package note that says an appointment redeems a line.",
+    )
 
     @http.get(
         "/appointments/{appointment_id}",
@@ -71,26 +78,6 @@ def register_http(service: Service) -> None:
             "SELECT fee_id, name, duration_minutes FROM fees ORDER BY name"
         )
         return [dict(row) for row in rows]
-
-    @http.get(
-        "/links", dependencies=[needs("operations")], tags=["operations"], response_model=list[Link]
-    )
-    async def links(
-        request: Request, response: Response, limit: Limit = 2000, cursor: Cursor = None
-    ) -> list[dict[str, Any]]:
-        """Every package note that says an appointment redeems a line (for reconcile), in
-        appointment order, a page at a time."""
-        after = read_cursor(cursor, 1)
-        rows = await service.pool.fetch(
-            "SELECT appointment_id, invoice_id, line_id, state FROM package_notes"
-            " WHERE state IN ('linked', 'used', 'forfeited')"
-            " AND ($1::uuid IS NULL OR appointment_id > $1::uuid)"
-            " ORDER BY appointment_id LIMIT $2",
-            after[0] if after else None,
-            limit + 1,
-        )
-        shown = page(rows, limit, request, response, lambda r: [str(r["appointment_id"])])
-        return [dict(row) for row in shown]
 
     @http.get(
         "/patients/{patient_id}/appointments",

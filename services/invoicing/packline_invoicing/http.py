@@ -15,7 +15,8 @@ from packline_contracts.invoices import IssuePackageInvoice, PackageInvoice, Pur
 from packline_contracts.types import Actor, LocationId, PackageId, PatientId, Restriction
 from packline_core.auth import acting, caller, needs
 from packline_core.http_errors import invalid
-from packline_core.openapi import NOT_FOUND, Link
+from packline_core.links import register_links
+from packline_core.openapi import NOT_FOUND
 from packline_core.paging import Cursor, Limit, instant_of, page, read_cursor
 from packline_core.scope import CallerScope, Scope, require_location, require_patient
 from packline_core.service import Service
@@ -47,6 +48,15 @@ class Sale(BaseModel):
 
 def register_http(service: Service) -> None:
     http = service.http
+    register_links(
+        service,
+        "SELECT appointment_id, invoice_id, line_id, status AS state FROM invoice_lines"
+        " WHERE status IN ('linked', 'used', 'forfeited')"
+        # Always so for these statuses (a CHECK says so), and it lets the pages walk the
+        # partial index of lines by appointment instead of sorting every line (issue #20).
+        " AND appointment_id IS NOT NULL",
+        "Every line holding an appointment: the authority for packline-admin reconcile.",
+    )
 
     @http.post(
         "/invoices",
@@ -112,29 +122,6 @@ def register_http(service: Service) -> None:
         if terms is None:
             raise HTTPException(404, f"no package {package_id}")
         return dict(json.loads(terms))
-
-    @http.get(
-        "/links", dependencies=[needs("operations")], tags=["operations"], response_model=list[Link]
-    )
-    async def links(
-        request: Request, response: Response, limit: Limit = 2000, cursor: Cursor = None
-    ) -> list[dict[str, Any]]:
-        """Every line holding an appointment: the authority for packline-admin reconcile; in
-        appointment order, a page at a time."""
-        after = read_cursor(cursor, 1)
-        rows = await service.pool.fetch(
-            "SELECT appointment_id, invoice_id, line_id, status AS state FROM invoice_lines"
-            " WHERE status IN ('linked', 'used', 'forfeited')"
-            # Always so for these statuses (a CHECK says so), and it lets the pages walk the
-            # index of lines by appointment instead of sorting every line (issue #20).
-            " AND appointment_id IS NOT NULL"
-            " AND ($1::uuid IS NULL OR appointment_id > $1::uuid)"
-            " ORDER BY appointment_id LIMIT $2",
-            after[0] if after else None,
-            limit + 1,
-        )
-        shown = page(rows, limit, request, response, lambda r: [str(r["appointment_id"])])
-        return [dict(row) for row in shown]
 
     @http.get(
         "/patients/{patient_id}/invoices",

@@ -11,7 +11,8 @@ from fastapi import HTTPException, Request, Response
 from packline_contracts.types import PatientId
 from packline_core.auth import needs
 from packline_core.http_errors import invalid
-from packline_core.openapi import NOT_FOUND, Link
+from packline_core.links import register_links
+from packline_core.openapi import NOT_FOUND
 from packline_core.paging import Cursor, Limit, instant_of, page, read_cursor
 from packline_core.scope import CallerScope, require_patient, require_practitioner
 from packline_core.service import Service
@@ -21,6 +22,15 @@ from packline_matcher.responses import AppointmentSeen, Explanation, PatientLine
 
 
 def register_http(service: Service) -> None:
+    register_links(
+        service,
+        "SELECT appointment_id, invoice_id, line_id,"
+        " CASE status WHEN 'requested' THEN 'pending' ELSE status END AS state"
+        " FROM lines WHERE status IN ('linked', 'used', 'forfeited', 'requested')"
+        " AND appointment_id IS NOT NULL",
+        "The read model's links, and the links it is waiting to hear about ('pending').",
+    )
+
     @service.http.get(
         "/appointments/{appointment_id}/explanation",
         dependencies=[needs("read calendar")],
@@ -58,31 +68,6 @@ def register_http(service: Service) -> None:
             "candidates": json.loads(row["candidates"]),
             "explained_at": row["explained_at"],
         }
-
-    @service.http.get(
-        "/links", dependencies=[needs("operations")], tags=["operations"], response_model=list[Link]
-    )
-    async def all_links(
-        request: Request, response: Response, limit: Limit = 2000, cursor: Cursor = None
-    ) -> list[dict[str, Any]]:
-        """The read model's links, and the links it is waiting to hear about (for reconcile);
-        in appointment order, a page at a time."""
-        after = read_cursor(cursor, 2)
-        rows = await service.pool.fetch(
-            "SELECT appointment_id, invoice_id, line_id,"
-            " CASE status WHEN 'requested' THEN 'pending' ELSE status END AS state"
-            " FROM lines WHERE status IN ('linked', 'used', 'forfeited', 'requested')"
-            " AND appointment_id IS NOT NULL"
-            " AND ($1::uuid IS NULL OR (appointment_id, line_id) > ($1::uuid, $2::uuid))"
-            " ORDER BY appointment_id, line_id LIMIT $3",
-            after[0] if after else None,
-            after[1] if after else None,
-            limit + 1,
-        )
-        shown = page(
-            rows, limit, request, response, lambda r: [str(r["appointment_id"]), str(r["line_id"])]
-        )
-        return [dict(row) for row in shown]
 
     @service.http.get(
         "/patients/{patient_id}/appointments",
