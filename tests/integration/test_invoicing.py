@@ -742,3 +742,58 @@ async def test_a_link_is_checked_against_the_appointment_invoicing_knows(
     withdrawn = await events.wait_for(LinkRefused, about(ghost.appointment_id))
     assert "withdrawn" in withdrawn.payload.reason
     assert not await waiting(ghost)
+
+
+async def test_a_void_never_reopens_a_session_used_at_the_same_moment(
+    invoicing: Service, producer: Any, read_events: ReadEvents
+) -> None:
+    """Attendance (one consumer) marks a linked line used while a void (another consumer)
+    releases the invoice's lines. Made deterministic: the attendance's transaction is held
+    open, the void is sent and waits for its lock, then the attendance commits. The void must
+    see the line used and leave it so (R13 releases linked lines only; R14: a used line is
+    final), not open it again from what it read before the lock."""
+    events = await read_events(INVOICING_EVENTS)
+    who = patient()
+    invoice = await buy(producer, events, who)
+    line_id = invoice.lines[0].line_id
+    appointment = appointment_for(who, days_ahead(2))
+    await invoicing.pool.execute(
+        "UPDATE invoice_lines SET status = 'linked', appointment_id = $2,"
+        " appointment_starts_at = $3, appointment_version = 1 WHERE line_id = $1",
+        line_id,
+        appointment.appointment_id,
+        appointment.starts_at,
+    )
+    async with invoicing.pool.acquire() as attendance:
+        held = attendance.transaction()
+        await held.start()
+        await attendance.execute(
+            "UPDATE invoice_lines SET status = 'used', version = version + 1 WHERE line_id = $1",
+            line_id,
+        )
+        await producer.send(
+            VoidPackageInvoice(
+                patient_id=who, invoice_id=invoice.invoice_id, voided_by="manager", reason="x"
+            )
+        )
+
+        async def void_waits_for_the_line() -> bool:
+            waiting = await invoicing.pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE '%invoice_lines%'"
+            )
+            return bool(waiting)
+
+        await eventually(void_waits_for_the_line, what="the void to wait for the line's lock")
+        await held.commit()
+    await events.wait_for(
+        PackageInvoiceVoided, lambda e: e.payload.invoice_id == invoice.invoice_id
+    )
+    status = await invoicing.pool.fetchval(
+        "SELECT status FROM invoice_lines WHERE line_id = $1", line_id
+    )
+    assert status == "used", "the void opened a session the patient had used"
+    released = [
+        e for e in events.received if isinstance(e.payload, LineUnlinked) and e.patient_id == who
+    ]
+    assert released == [], "nothing was linked when the void applied"

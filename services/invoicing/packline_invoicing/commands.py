@@ -394,8 +394,10 @@ async def refund(tx: Transaction, envelope: Envelope[RefundPackageInvoice]) -> N
 
 async def release_all(tx: Transaction, invoice_id: UUID, *, by: str) -> None:
     """R13: every line holding an appointment is released (by whoever voided or refunded the
-    invoice); the appointments stay booked."""
-    for line in await invoices.lines_of(tx.conn, invoice_id):
+    invoice); the appointments stay booked. The lines are locked before their status is read:
+    a session used at the same moment (attendance, another consumer) is then seen used and
+    stays used, never opened again by the void."""
+    for line in await invoices.lines_of(tx.conn, invoice_id, for_update=True):
         if line["status"] in (LineStatus.LINKED.value, LineStatus.BOOKING_REQUESTED.value):
             await release(tx, line, UnlinkReason.INVOICE_VOIDED, by=by)
 

@@ -96,10 +96,16 @@ async def line_and_invoice(conn: Connection, line_id: UUID) -> asyncpg.Record | 
     )
 
 
-async def lines_of(conn: Connection, invoice_id: UUID) -> list[asyncpg.Record]:
+async def lines_of(
+    conn: Connection, invoice_id: UUID, *, for_update: bool = False
+) -> list[asyncpg.Record]:
+    """The invoice's lines in order; locked with ``for_update`` (in line order, as every
+    other writer of several lines takes them), so their status cannot change under the
+    caller until it commits."""
     return list(
         await conn.fetch(
-            f"SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id = $1 ORDER BY line_number",
+            f"SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id = $1 ORDER BY line_number"
+            + (" FOR UPDATE" if for_update else ""),
             invoice_id,
         )
     )
