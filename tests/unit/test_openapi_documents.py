@@ -64,6 +64,7 @@ ROUTE_ANSWERS: dict[str, dict[str, set[int]]] = {
         "GET /health/live": {200},
         "POST /commands/appointments": {202, 502},
         # 404: a caller limited to clinics cancels only an appointment the calendar shows them.
+        "POST /commands/appointments/{appointment_id}/reschedule": {202, 404, 502},
         "POST /commands/appointments/{appointment_id}/cancel": {202, 404, 502},
         "POST /commands/appointments/{appointment_id}/delete": {202, 404, 502},
     },

@@ -1,14 +1,17 @@
 """The staff console's server: the static page, a pass-through to the three services' HTTP APIs,
-and the calendar commands staff give (book, cancel, delete), published on the calendar's command
-topic like any front end's. It has no database and no secret of its own: each request carries
-the staff member's token, which the services check; before publishing a command the console
-asks the calendar who the token's staff member is (``GET /whoami``) and records the command as
-theirs (``booked_by``, ``cancelled_by``, ``deleted_by``).
+and the calendar commands staff give (book, reschedule, cancel, delete), published on the
+calendar's command topic like any front end's. It has no database and no secret of its own: each
+request carries the staff member's token, which the services check; before publishing a command
+the console asks the calendar who the token's staff member is (``GET /whoami``) and records the
+command as theirs (``booked_by``, ``requested_by``, ``cancelled_by``, ``deleted_by``). The
+calendar grid's script (FullCalendar) is served from the console's own npm installation
+(``/vendor/…``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -23,7 +26,12 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from packline_contracts import clinic_time
-from packline_contracts.appointments import BookAppointment, CancelAppointment, DeleteAppointment
+from packline_contracts.appointments import (
+    BookAppointment,
+    CancelAppointment,
+    DeleteAppointment,
+    RescheduleAppointment,
+)
 from packline_contracts.client import PacklineProducer
 from packline_contracts.types import (
     BookingSource,
@@ -46,6 +54,17 @@ from packline_console.security import CredentialsFirst, SecurityHeaders
 from packline_console.settings import ConsoleSettings
 
 STATIC = Path(__file__).parent / "static"
+# The browser assets installed from services/console/package-lock.json (``npm ci --prefix
+# services/console --ignore-scripts``), or PACKLINE_CONSOLE_ASSETS_DIR where an installation keeps
+# that node_modules elsewhere (the image does). Only these files are served, at /vendor/<name>.
+ASSETS = Path(
+    os.environ.get("PACKLINE_CONSOLE_ASSETS_DIR")
+    or Path(__file__).resolve().parents[1] / "node_modules"
+)
+VENDOR_FILES = {
+    f"fullcalendar/{name}.js": f"@fullcalendar/{name}/index.global.min.js"
+    for name in ("core", "daygrid", "timegrid", "interaction")
+}
 SERVICES = ("calendar", "invoicing", "matcher")
 COMMANDS: list[str | Enum] = ["calendar commands"]
 DESCRIPTION = """The staff console's own routes: the calendar commands staff give, published on
@@ -87,6 +106,32 @@ class Change(BaseModel):
     patient_id: PatientId
 
 
+class Move(BaseModel):
+    """A new time for an appointment, from the calendar grid (drag and drop)."""
+
+    patient_id: PatientId
+    location_id: LocationId | None = Field(
+        default=None, description="The appointment's location, whose clocks 'date' and 'time' are."
+    )
+    starts_at: Instant | None = Field(default=None, description="Or the local date and time.")
+    date: Day | None = Field(default=None, description="The location's local date (R15).")
+    time: dt.time | None = Field(default=None, description="The local time on that date.")
+    duration_minutes: Minutes | None = None
+
+    def instant(self, zone: str | None) -> datetime:
+        """When it starts now: as given, or the location's wall-clock date and time."""
+        if self.starts_at is not None:
+            return self.starts_at
+        if self.date is None or self.time is None:
+            raise invalid(["body", "starts_at"], "give 'starts_at', or the local 'date' and 'time'")
+        if zone is None:
+            raise invalid(["body", "location_id"], f"unknown location {self.location_id}")
+        try:
+            return clinic_time.at(self.date, self.time, zone)
+        except clinic_time.NoSuchLocalTime as error:
+            raise invalid(["body", "time"], str(error)) from None
+
+
 def create_app(settings: ConsoleSettings) -> FastAPI:
     state: dict[str, Any] = {}
 
@@ -125,6 +170,18 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/vendor/{name:path}", include_in_schema=False)
+    async def vendor(name: str) -> FileResponse:
+        """The calendar grid's script, from the console's npm installation."""
+        if name not in VENDOR_FILES:
+            raise HTTPException(404, f"no asset {name}")
+        path = ASSETS / VENDOR_FILES[name]
+        if not path.is_file():
+            raise HTTPException(
+                404, f"{name} is not installed (npm ci --prefix services/console --ignore-scripts)"
+            )
+        return FileResponse(path, media_type="text/javascript")
+
     @app.get("/health/live", tags=["operations"], response_model=ConsoleAlive)
     async def live() -> dict[str, str]:
         return {"status": "live"}
@@ -151,10 +208,13 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             )
         except httpx.TransportError as error:
             raise HTTPException(502, f"the {service} service does not answer") from error
+        # A paged list's next page (docs/identity.md), as a path of this pass-through.
+        link = answer.headers.get("link")
         return Response(
             answer.content,
             status_code=answer.status_code,
             media_type=answer.headers.get("content-type"),
+            headers={"link": link.replace("</", f"</api/{service}/")} if link else None,
         )
 
     async def staff_only(request: Request, permission: str) -> dict[str, Any]:
@@ -242,6 +302,34 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                 fee_ids=booking.fee_ids,
                 source=BookingSource.STAFF,
                 booked_by=who["actor"],
+            )
+        )
+        return {"appointment_id": appointment_id, "status": "requested"}
+
+    @app.post(
+        "/commands/appointments/{appointment_id}/reschedule",
+        status_code=202,
+        tags=COMMANDS,
+        response_model=CommandSent,
+        responses=BAD_GATEWAY | NOT_FOUND,
+    )
+    async def reschedule(appointment_id: UUID, move: Move, request: Request) -> dict[str, Any]:
+        """Move to another time, same practitioner and location (R10: it keeps its package
+        link while the line still allows it). The calendar refuses a time that clashes."""
+        who = await staff_only(request, "book")
+        await same_patient(request, who, appointment_id, move.patient_id)
+        zone = None
+        if move.starts_at is None:
+            directory = await calendar_directory(request)
+            zones = {loc["location_id"]: loc.get("time_zone") for loc in directory["locations"]}
+            zone = zones.get(move.location_id or "")
+        await state["producer"].send(
+            RescheduleAppointment(
+                patient_id=move.patient_id,
+                appointment_id=appointment_id,
+                starts_at=move.instant(zone),
+                duration_minutes=move.duration_minutes,
+                requested_by=who["actor"],
             )
         )
         return {"appointment_id": appointment_id, "status": "requested"}
