@@ -7,12 +7,26 @@ const state = { directory: { practitioners: [], locations: [] }, fees: [], patie
 
 function token() { return sessionStorage.getItem("packline-token"); }
 
-async function call(path, options = {}) {
-  const response = await fetch(path, {
-    ...options,
-    headers: { "content-type": "application/json", authorization: `Bearer ${token()}`, ...(options.headers || {}) },
-  });
-  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : await response.text();
+const SLOW_SECONDS = 20;  // a request not answered by then is given up, and the page says so
+
+// One request with the staff token: its body and its response (for a paged list's Link). A service
+// that is down, slow or refuses becomes an Error whose message can be shown as it is.
+async function request(path, options = {}) {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), SLOW_SECONDS * 1000);
+  let response, body;
+  try {
+    response = await fetch(path, {
+      ...options,
+      signal: abort.signal,
+      headers: { "content-type": "application/json", authorization: `Bearer ${token()}`, ...(options.headers || {}) },
+    });
+    body = response.headers.get("content-type")?.includes("json") ? await response.json() : await response.text();
+  } catch (error) {
+    throw new Error(error.name === "AbortError" ? `no answer in ${SLOW_SECONDS} s: the service is slow or down` : "the console does not answer (network)");
+  } finally {
+    clearTimeout(timer);
+  }
   if (!response.ok) {
     const detail = typeof body === "object" ? body.detail : body;
     // A refusal by field (a list of problems, each with where it is): "field: message".
@@ -21,9 +35,42 @@ async function call(path, options = {}) {
       : null;
     throw new Error(problems ?? (typeof detail === "string" ? detail : JSON.stringify(detail)));
   }
-  return body;
+  return { body, response };
 }
+const call = async (path, options) => (await request(path, options)).body;
 const api = (service, path, options) => call(`/api/${service}/${path}`, options);
+
+// Every page of a paged list (docs/identity.md: Link rel="next" until there is none).
+async function everyPage(service, path) {
+  const items = [];
+  let next = `/api/${service}/${path}`;
+  while (next) {
+    const { body, response } = await request(next);
+    items.push(...body);
+    next = /<([^>]+)>;\s*rel="next"/.exec(response.headers.get("link") || "")?.[1] ?? null;
+  }
+  return items;
+}
+
+// A request's loading and error states where the page shows it: "Loading…" while it runs
+// (aria-busy on the region), the error and a Retry button if it fails.
+async function loading(statusEl, text, work, region = null) {
+  statusEl.classList.remove("error");
+  statusEl.replaceChildren(text);
+  region?.setAttribute("aria-busy", "true");
+  try {
+    const result = await work();
+    statusEl.replaceChildren();
+    return result;
+  } catch (error) {
+    statusEl.classList.add("error");
+    statusEl.replaceChildren(`${text.replace(/…$/, "")} failed: ${error.message}. `,
+      el("button", { type: "button", class: "retry", onclick: () => loading(statusEl, text, work, region) }, "Retry"));
+    return undefined;
+  } finally {
+    region?.removeAttribute("aria-busy");
+  }
+}
 
 // Poll until `probe` answers something truthy; the console updates itself without a reload.
 async function until(probe, seconds = 30) {
@@ -53,11 +100,19 @@ const day = (iso, zone) => new Date(iso).toLocaleDateString("en-GB", { weekday: 
 const time = (iso, zone) => new Date(iso).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", timeZone: zone || "UTC" });
 const zoneOf = (locationId) => (state.directory.locations.find((l) => l.location_id === locationId) || {}).time_zone || "UTC";
 const today = (zone) => new Intl.DateTimeFormat("en-CA", { timeZone: zone || "UTC" }).format(new Date());
+// A local date and time as the API gives it ("2026-11-30T09:00:00+11:00"): shown as it reads.
+const localDay = (local) => new Date(`${local.slice(0, 10)}T12:00:00Z`).toLocaleDateString("en-GB", { weekday: "short", day: "numeric", month: "short", year: "numeric", timeZone: "UTC" });
+const localWhen = (a) => `${localDay(a.local_starts_at)} ${a.local_starts_at.slice(11, 16)}`;
+const money = (cents, currency) => new Intl.NumberFormat("en-GB", { style: "currency", currency: currency || "AUD" }).format(cents / 100);
+const feeName = (id) => state.fees.find((f) => f.fee_id === id)?.name ?? id;
+const feeMinutes = (id) => state.fees.find((f) => f.fee_id === id)?.duration_minutes;
+const addDays = (isoDay, n) => new Date(Date.parse(`${isoDay}T00:00:00Z`) + n * 86400000).toISOString().slice(0, 10);
 
 // --- signing in -----------------------------------------------------------------------------
 
 async function signIn(candidate) {
   sessionStorage.setItem("packline-token", candidate);
+  $("sign-in-error").textContent = "Signing in…";
   try {
     state.directory = await api("calendar", "directory");
     state.fees = await api("calendar", "fees");
@@ -67,14 +122,21 @@ async function signIn(candidate) {
     $("sign-in-error").textContent = `Not signed in: ${error.message}`;
     return;
   }
+  $("sign-in-error").textContent = "";
   $("sign-in").hidden = true;
   $("nav").hidden = false;
   $("who").textContent = signedInAs(state.me);
   fillSelect($("cal-practitioner"), state.directory.practitioners, "practitioner_id");
-  fillSelect($("cal-location"), state.directory.locations, "location_id");
+  $("cal-practitioner").prepend(el("option", { value: "" }, "All practitioners"));
+  $("cal-practitioner").value = "";
+  fillSelect($("book-practitioner"), state.directory.practitioners, "practitioner_id");
+  const mine = state.me.clinics;  // the caller's clinics first (docs/identity.md)
+  fillSelect($("cal-location"), state.directory.locations.filter((l) => !mine || mine.includes(l.location_id)), "location_id");
   fillSelect($("new-fees"), state.fees, "fee_id");
+  fillSelect($("book-fee"), state.fees, "fee_id");
   $("cal-day").value = $("new-date").value = today(zoneOf($("cal-location").value));
-  show(location.hash === "#calendar" ? "calendar" : "invoices");
+  if (matchMedia("(max-width: 40rem)").matches) $("cal-view").value = "1";
+  show(SCREENS.includes(location.hash.slice(1)) ? location.hash.slice(1) : "invoices");
 }
 
 // Who the services take the token for (the calendar's /whoami): what the staff member does is
@@ -89,10 +151,14 @@ function fillSelect(select, items, key) {
   select.replaceChildren(...items.map((item) => el("option", { value: item[key] }, item.name)));
 }
 
+const SCREENS = ["invoices", "calendar", "patients"];
+
 function show(screen) {
-  for (const id of ["invoices", "calendar"]) $(id).hidden = id !== screen;
-  $(`nav-${screen}`).setAttribute("aria-current", "page");
-  $(`nav-${screen === "invoices" ? "calendar" : "invoices"}`).removeAttribute("aria-current");
+  for (const id of SCREENS) {
+    $(id).hidden = id !== screen;
+    if (id === screen) $(`nav-${id}`).setAttribute("aria-current", "page");
+    else $(`nav-${id}`).removeAttribute("aria-current");
+  }
   if (screen === "calendar") showCalendar();
 }
 
@@ -103,7 +169,8 @@ function show(screen) {
 // patient the directory has not seen yet is still a patient).
 async function findPatient(text) {
   const query = new URLSearchParams({ name: text, limit: "20" });
-  const found = await api("calendar", `patients?${query}`).then((page) => page.patients, () => []);
+  // A failed search is said, then the text is taken as an id (as when nobody matches).
+  const found = await loading($("invoices-status"), "Searching…", () => api("calendar", `patients?${query}`).then((page) => page.patients)) ?? [];
   $("patient-results").replaceChildren();
   if (found.length > 1) {
     $("patient-results").replaceChildren(...found.map((p) => el("li", {},
@@ -123,8 +190,12 @@ async function choosePatient(patientId, entry) {
   await showInvoices();
 }
 
+// After a change in the Edit Invoice Line dialog: the screen it was opened from, again.
 async function showInvoices() {
-  const invoices = await api("invoicing", `patients/${encodeURIComponent(state.patient)}/invoices`);
+  if (!$("patients").hidden && state.shownPatient) return showPatientPage(state.shownPatient);
+  const invoices = await loading($("invoices-status"), "Loading the invoices…",
+    () => everyPage("invoicing", `patients/${encodeURIComponent(state.patient)}/invoices`), $("invoice-list"));
+  if (!invoices) return;
   const list = $("invoice-list");
   if (!invoices.length) {
     list.replaceChildren(el("p", {}, `No package invoices for ${state.patient}.`));
@@ -137,7 +208,7 @@ function renderInvoice(invoice) {
   const rows = invoice.lines.map((line) =>
     el("tr", { "data-line": line.line_id, "data-status": line.status },
       el("td", {}, String(line.line_number)),
-      el("td", {}, line.fee_id),
+      el("td", {}, feeName(line.fee_id)),
       el("td", {}, restriction("practitioners", line.practitioners)),
       el("td", {}, restriction("locations", line.locations)),
       el("td", {}, `${line.valid_from} to ${line.valid_until}`),
@@ -192,6 +263,7 @@ async function checkAvailability() {
   const { invoice, line } = state;
   const query = new URLSearchParams({ ...localTime(), practitioner_id: $("line-practitioner").value });
   if ($("line-duration").value) query.set("duration_minutes", $("line-duration").value);
+  $("availability").textContent = "Checking…";
   try {
     const answer = await api("invoicing", `invoices/${invoice.invoice_id}/lines/${line.line_id}/availability?${query}`);
     const zone = zoneOf($("line-location").value);
@@ -242,58 +314,362 @@ async function save(event) {
   await showInvoices();
 }
 
+// --- patients: by name as you type, and the patient's page ------------------------------------
+
+// Search as the name is typed (R16), a moment after the last key; an answer to an older text is
+// dropped. Used by the Patients screen and by the booking dialog.
+function patientSearch(input, results, status, choose) {
+  let timer = null;
+  let asked = 0;
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const text = input.value.trim();
+      const mine = ++asked;
+      if (!/[\p{L}\p{N}]/u.test(text)) {
+        results.replaceChildren();
+        status.textContent = "";
+        return;
+      }
+      const query = new URLSearchParams({ name: text, limit: "20" });
+      status.classList.remove("error");
+      status.textContent = "Searching…";
+      try {
+        const found = (await api("calendar", `patients?${query}`)).patients;
+        if (mine !== asked) return;
+        status.textContent = found.length ? `${found.length}${found.length === 20 ? " or more" : ""} patient${found.length === 1 ? "" : "s"} found` : `No patient named “${text}”.`;
+        results.replaceChildren(...found.map((p) => el("li", {},
+          el("button", { type: "button", onclick: () => choose(p) },
+            `${p.name}${p.date_of_birth ? `, born ${p.date_of_birth}` : ""}`))));
+      } catch (error) {
+        if (mine !== asked) return;
+        status.classList.add("error");
+        status.textContent = `Search failed: ${error.message}`;
+      }
+    }, 250);
+  });
+}
+
+async function showPatientPage(entry) {
+  state.shownPatient = entry;
+  state.patient = entry.patient_id;
+  $("patient-search-results").replaceChildren();
+  $("patient-search-status").textContent = "";
+  $("patient-page").hidden = false;
+  $("patient-name").textContent = entry.name;
+  const id = encodeURIComponent(entry.patient_id);
+  const [invoices, appointments] = await loading($("patient-page-status"), "Loading the patient's invoices and appointments…",
+    () => Promise.all([everyPage("invoicing", `patients/${id}/invoices`), everyPage("calendar", `patients/${id}/appointments`)]),
+    $("patient-page")) ?? [null, null];
+  $("patient-facts").replaceChildren(...factList([
+    ["Patient id", entry.patient_id],
+    ...(entry.date_of_birth ? [["Born", entry.date_of_birth]] : []),
+    ...(invoices ? balances(invoices) : []),
+  ]));
+  $("patient-name").focus();
+  if (!invoices) return;
+  $("patient-invoices").replaceChildren(...(invoices.length ? invoices.map(renderPackageInvoice) : [el("p", {}, "No package invoices.")]));
+  const now = Date.now();
+  const upcoming = appointments.filter((a) => Date.parse(a.ends_at ?? a.starts_at) >= now);
+  const past = appointments.filter((a) => !upcoming.includes(a)).reverse();
+  $("patient-upcoming").replaceChildren(appointmentTable(upcoming, "No upcoming appointments."));
+  $("patient-past").replaceChildren(appointmentTable(past, "No past appointments."));
+}
+
+function factList(pairs) {
+  return pairs.flatMap(([term, value]) => [el("dt", {}, term), el("dd", {}, value)]);
+}
+
+// The patient's balances over their redeemable invoices: sessions left and money owing.
+function balances(invoices) {
+  const live = invoices.filter((i) => !["void", "refunded"].includes(i.status));
+  const left = live.reduce((n, i) => n + i.balance.remaining, 0);
+  const owing = {};
+  for (const i of live) owing[i.currency] = (owing[i.currency] || 0) + Math.max(0, i.price_cents - i.paid_cents);
+  const owed = Object.entries(owing).filter(([, cents]) => cents > 0).map(([currency, cents]) => money(cents, currency));
+  return [["Sessions left", `${left} on ${live.length} package${live.length === 1 ? "" : "s"}`], ["Owing", owed.join(", ") || "nothing"]];
+}
+
+function renderPackageInvoice(invoice) {
+  const b = invoice.balance;
+  const card = renderInvoice(invoice);
+  card.querySelector("h3").replaceWith(el("h5", {}, `${invoice.package_name} — invoice ${invoice.invoice_id.slice(0, 8)}`));
+  card.querySelector(".balance").after(el("dl", { class: "facts" }, ...factList([
+    ["Status", invoice.status],
+    ["Price", money(invoice.price_cents, invoice.currency)],
+    ["Paid", money(invoice.paid_cents, invoice.currency)],
+    ["Owing", money(Math.max(0, invoice.price_cents - invoice.paid_cents), invoice.currency)],
+    ["Sessions", `${b.used} used, ${b.booked} booked, ${b.remaining} left of ${b.total}`],
+    ["Expires", b.expires_on ?? "never"],
+  ])));
+  return card;
+}
+
+function appointmentTable(appointments, empty) {
+  if (!appointments.length) return el("p", {}, empty);
+  return el("table", { class: "appointments" },
+    el("thead", {}, el("tr", {}, ...["When", "Practitioner", "Location", "Fees", "Status", "Package"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, ...appointments.map((a) => el("tr", { "data-appointment": a.appointment_id, "data-status": a.status },
+      el("td", {}, `${localWhen(a)} (${a.duration_minutes} min)`),
+      el("td", {}, nameOf("practitioners", a.practitioner_id)),
+      el("td", {}, nameOf("locations", a.location_id)),
+      el("td", {}, a.fee_ids.map(feeName).join(", ")),
+      el("td", {}, a.status),
+      el("td", {}, a.package ? a.package.text : "—")))));
+}
+
 // --- calendar -------------------------------------------------------------------------------
 
+// The grid is FullCalendar's free time grid (MIT). One column per practitioner (and per day in
+// a week) without the premium resource plugin: each column is one "day" of a run of stand-in
+// days from BASE, and the grid shows wall-clock times in UTC, so a column's times are the
+// location's local times exactly as the calendar's API gives them (local_starts_at).
+const BASE = "2000-01-03";
+const grid = { calendar: null, columns: [], appointments: [] };
+
+function gridColumns() {
+  const chosen = $("cal-practitioner").value;
+  const practitioners = state.directory.practitioners.filter((p) => !chosen || p.practitioner_id === chosen);
+  const days = Number($("cal-view").value);
+  const columns = [];
+  for (let d = 0; d < days; d++) {
+    for (const p of practitioners) columns.push({ day: addDays($("cal-day").value, d), practitioner: p });
+  }
+  return columns;
+}
+
+const columnOf = (date) => grid.columns[Math.round((date.getTime() - Date.parse(`${BASE}T00:00:00Z`)) / 86400000 - 0.49)] ?? null;
+const standIn = (index, hhmm) => `${addDays(BASE, index)}T${hhmm}:00Z`;
+const wallTime = (date) => date.toISOString().slice(11, 16);
+
 async function showCalendar() {
+  const query = new URLSearchParams({ date: $("cal-day").value, days: $("cal-view").value, location_id: $("cal-location").value });
+  if ($("cal-practitioner").value) query.set("practitioner_id", $("cal-practitioner").value);
   // The location's local day (or week), midnight to midnight there: the calendar works it out.
-  const query = new URLSearchParams({ date: $("cal-day").value, days: $("cal-view").value, practitioner_id: $("cal-practitioner").value, location_id: $("cal-location").value });
-  const appointments = await api("calendar", `appointments?${query}`);
-  const first = new Date(`${$("cal-day").value}T12:00:00Z`).toISOString();
-  $("calendar-caption").textContent = `${nameOf("practitioners", $("cal-practitioner").value)} at ${nameOf("locations", $("cal-location").value)}, ${day(first)}${$("cal-view").value === "7" ? " (week)" : ""} (${zoneOf($("cal-location").value)} time)`;
+  const appointments = await loading($("calendar-status"), "Loading the calendar…",
+    () => everyPage("calendar", `appointments?${query}`), $("grid"));
+  if (!appointments) return;
+  grid.appointments = appointments;
+  const week = $("cal-view").value === "7";
+  const zone = zoneOf($("cal-location").value);
+  const span = week ? `week of ${localDay($("cal-day").value)}` : localDay($("cal-day").value);
+  const who = $("cal-practitioner").value ? nameOf("practitioners", $("cal-practitioner").value) : "All practitioners";
+  $("grid-title").textContent = `${nameOf("locations", $("cal-location").value)}, ${span}: ${who} (${zone} time)`;
+  $("calendar-caption").textContent = `${who} at ${nameOf("locations", $("cal-location").value)}, ${span} (${zone} time): list`;
+  renderGrid(appointments);
   $("calendar-body").replaceChildren(...appointments.map((a) =>
     el("tr", { "data-appointment": a.appointment_id, "data-status": a.status },
-      el("td", {}, `${day(a.starts_at, a.time_zone)} ${time(a.starts_at, a.time_zone)} (${a.duration_minutes} min)`),
+      el("td", {}, `${localWhen(a)} (${a.duration_minutes} min)`),
       el("td", {}, a.patient_name || a.patient_id),  // the id until the directory names them
-      el("td", {}, a.fee_ids.join(", ")),
+      el("td", {}, a.fee_ids.map(feeName).join(", ")),
       el("td", {}, a.status),
       el("td", { class: "package" }, a.package ? a.package.text : "—"),
-      el("td", {}, el("button", { type: "button", "aria-label": `Open the appointment at ${time(a.starts_at, a.time_zone)} for ${a.patient_name || a.patient_id}`, onclick: () => openPanel(a.appointment_id) }, "Open")),
+      el("td", {}, el("button", { type: "button", "aria-label": `Open the appointment at ${a.local_starts_at.slice(11, 16)} for ${a.patient_name || a.patient_id}`, onclick: () => openPanel(a.appointment_id) }, "Open")),
     )));
   if (!appointments.length) $("calendar-body").replaceChildren(el("tr", {}, el("td", { colspan: "6" }, "No appointments.")));
 }
 
+function renderGrid(appointments) {
+  if (!window.FullCalendar) {
+    $("calendar-status").textContent = "The calendar grid's script is not installed (npm ci --prefix services/console): the list below has every appointment.";
+    return;
+  }
+  grid.columns = gridColumns();
+  const index = (day, practitionerId) => grid.columns.findIndex((c) => c.day === day && c.practitioner.practitioner_id === practitionerId);
+  const events = appointments.flatMap((a) => {
+    const column = index(a.local_starts_at.slice(0, 10), a.practitioner_id);
+    if (column < 0) return [];
+    const sameDay = a.local_ends_at.slice(0, 10) === a.local_starts_at.slice(0, 10);
+    const active = ["booked", "arrived"].includes(a.status);
+    return [{
+      id: a.appointment_id,
+      title: `${a.patient_name || a.patient_id}${a.package ? ` · ${a.package.text.replace(/^.*?: /, "")}` : ""}${active ? "" : ` (${a.status})`}`,
+      start: standIn(column, a.local_starts_at.slice(11, 16)),
+      end: sameDay ? standIn(column, a.local_ends_at.slice(11, 16)) : `${addDays(BASE, column + 1)}T00:00:00Z`,
+      editable: active,
+      classNames: [`status-${a.status}`],
+      extendedProps: { appointment: a },
+    }];
+  });
+  const hours = appointments.flatMap((a) => [Number(a.local_starts_at.slice(11, 13)), Number(a.local_ends_at.slice(11, 13)) + 1]);
+  const first = Math.min(7, ...hours);
+  const last = Math.max(20, ...hours.filter((h) => h <= 24));
+  grid.calendar?.destroy();
+  const holder = $("grid");
+  holder.style.minWidth = `${Math.max(1, grid.columns.length) * 6.5 + 3.5}rem`;
+  grid.calendar = new FullCalendar.Calendar(holder, {
+    initialView: "practitionerColumns",
+    views: { practitionerColumns: { type: "timeGrid", duration: { days: Math.max(1, grid.columns.length) } } },
+    initialDate: BASE,
+    timeZone: "UTC",
+    headerToolbar: false,
+    allDaySlot: false,
+    nowIndicator: false,
+    height: "auto",
+    slotMinTime: `${String(first).padStart(2, "0")}:00:00`,
+    slotMaxTime: `${String(last).padStart(2, "0")}:00:00`,
+    // Half hours to click and to drop on (a finer time is typed in the booking dialog).
+    slotDuration: "00:30:00",
+    slotLabelFormat: { hour: "2-digit", minute: "2-digit", hour12: false },
+    eventTimeFormat: { hour: "2-digit", minute: "2-digit", hour12: false },
+    eventBackgroundColor: "#17405e",
+    eventBorderColor: "#0d2a3f",
+    eventTextColor: "#ffffff",
+    editable: true,
+    eventDurationEditable: false,
+    eventStartEditable: true,
+    selectable: false,
+    dayHeaderContent: (arg) => headerText(columnOf(arg.date)),
+    dayHeaderDidMount: (arg) => markColumn(arg.el, columnOf(arg.date), true),
+    dayCellDidMount: (arg) => markColumn(arg.el, columnOf(arg.date)),
+    dayCellClassNames: (arg) => (columnOf(arg.date)?.day === today(zoneOf($("cal-location").value)) ? ["is-today"] : []),
+    eventDidMount: (arg) => {
+      const a = arg.event.extendedProps.appointment;
+      arg.el.setAttribute("aria-label", `${localWhen(a)}, ${a.patient_name || a.patient_id} with ${nameOf("practitioners", a.practitioner_id)}, ${a.status}${a.package ? `, ${a.package.text}` : ""}`);
+      arg.el.dataset.appointment = a.appointment_id;
+    },
+    eventAllow: (drop, event) => columnOf(drop.start)?.practitioner.practitioner_id === event.extendedProps.appointment.practitioner_id,
+    dateClick: (info) => {
+      const column = columnOf(info.date);
+      if (column) openBooking({ practitionerId: column.practitioner.practitioner_id, date: column.day, time: wallTime(info.date) });
+    },
+    eventClick: (info) => { info.jsEvent.preventDefault(); openPanel(info.event.id); },
+    eventDrop: (info) => moveAppointment(info),
+    events,
+  });
+  grid.calendar.render();
+}
+
+function headerText(column) {
+  if (!column) return "";
+  return Number($("cal-view").value) > 1 ? `${localDay(column.day).replace(/ \d{4}$/, "")} · ${column.practitioner.name}` : column.practitioner.name;
+}
+
+function markColumn(node, column, header = false) {
+  if (!column) return;
+  node.dataset.practitioner = column.practitioner.practitioner_id;
+  node.dataset.day = column.day;
+  if (!header) return;
+  // FullCalendar names a column's header by its date, here a stand-in: name it as it is.
+  const name = Number($("cal-view").value) > 1 ? `${localDay(column.day)}, ${column.practitioner.name}` : column.practitioner.name;
+  for (const labelled of node.querySelectorAll("[aria-label]")) labelled.setAttribute("aria-label", name);
+}
+
+// Drag and drop: the calendar's RescheduleAppointment, as the console's command. The time is
+// checked first (the clash is shown at once); the grid follows when the calendar has moved it,
+// and goes back if it has not.
+async function moveAppointment(info) {
+  const a = info.event.extendedProps.appointment;
+  const column = columnOf(info.event.start);
+  const to = { date: column.day, time: wallTime(info.event.start) };
+  const status = $("calendar-status");
+  status.classList.remove("error");
+  const refuse = (text) => { info.revert(); status.classList.add("error"); status.textContent = `Not moved: ${text}`; };
+  try {
+    status.textContent = `Checking ${to.time} on ${localDay(to.date)}…`;
+    const clash = await clashAt(a.practitioner_id, a.location_id, to.date, to.time, a.duration_minutes, a.appointment_id);
+    if (clash) return refuse(clash);
+    status.textContent = `Moving ${a.patient_name || a.patient_id} to ${to.time} on ${localDay(to.date)}…`;
+    await call(`/commands/appointments/${a.appointment_id}/reschedule`, { method: "POST", body: JSON.stringify({ patient_id: a.patient_id, location_id: a.location_id, ...to }) });
+  } catch (error) {
+    return refuse(error.message);
+  }
+  const wanted = `${to.date}T${to.time}`;
+  const moved = await until(async () => (await api("calendar", `appointments/${a.appointment_id}`)).local_starts_at.startsWith(wanted), 30);
+  if (!moved) return refuse("the calendar has not confirmed the move in 30 s (it refuses a time that is taken; see the appointment).");
+  await showCalendar();
+  status.textContent = `Moved ${a.patient_name || a.patient_id} to ${to.time} on ${localDay(to.date)}.`;
+  if (state.appointment?.appointment_id === a.appointment_id) await openPanel(a.appointment_id);
+}
+
+// Is the practitioner free then? The reason a booking would be refused, in words, or null.
+async function clashAt(practitionerId, locationId, date, at, minutes, ignoring = null) {
+  const query = new URLSearchParams({ practitioner_id: practitionerId, location_id: locationId, date, time: at, duration_minutes: String(minutes || 60) });
+  if (ignoring) query.set("ignoring", ignoring);
+  const answer = await api("calendar", `availability?${query}`);
+  if (answer.available) return null;
+  const zone = zoneOf(locationId);
+  return `${nameOf("practitioners", practitionerId)} is already booked from ${time(answer.clash.starts_at, zone)} to ${time(answer.clash.ends_at, zone)}.`;
+}
+
 async function openPanel(id) {
-  const appointment = await api("calendar", `appointments/${id}`);
+  const panel = $("panel");
+  if (!panel.open) panel.show();
+  $("panel-details").replaceChildren();
+  $("panel-package").classList.remove("error");
+  const appointment = await loading($("panel-package"), "Loading the appointment…", () => api("calendar", `appointments/${id}`), panel);
+  if (!appointment) return;
   state.appointment = appointment;
-  $("panel-details").replaceChildren(
-    ...[["Patient", appointment.patient_name ? `${appointment.patient_name} (${appointment.patient_id})` : appointment.patient_id], ["When", `${day(appointment.starts_at, appointment.time_zone)} ${time(appointment.starts_at, appointment.time_zone)}`], ["Duration", `${appointment.duration_minutes} min`],
-      ["Practitioner", nameOf("practitioners", appointment.practitioner_id)], ["Location", nameOf("locations", appointment.location_id)], ["Fees", appointment.fee_ids.join(", ")], ["Status", appointment.status]]
-      .flatMap(([term, value]) => [el("dt", {}, term), el("dd", {}, value)]));
+  $("panel-details").replaceChildren(...factList([
+    ["Patient", appointment.patient_name ? `${appointment.patient_name} (${appointment.patient_id})` : appointment.patient_id],
+    ["When", `${localWhen(appointment)} (${appointment.time_zone} time)`], ["Duration", `${appointment.duration_minutes} min`],
+    ["Practitioner", nameOf("practitioners", appointment.practitioner_id)], ["Location", nameOf("locations", appointment.location_id)],
+    ["Fees", appointment.fee_ids.map(feeName).join(", ")], ["Status", appointment.status]]));
   if (appointment.package) {
     $("panel-package").textContent = `Package: ${appointment.package.text}`;
   } else {
+    $("panel-package").textContent = "Not linked to a package yet: asking the matcher why…";
     const why = await api("matcher", `appointments/${id}/explanation`).catch(() => null);
     $("panel-package").textContent = why ? `Not linked to a package: ${why.summary}` : "Not linked to a package.";
   }
   const active = ["booked", "arrived"].includes(appointment.status);
   $("panel-cancel-appointment").disabled = !active;
   $("panel-delete-appointment").disabled = appointment.status === "deleted";
-  $("panel").showModal();
+  $("panel-title").focus();
 }
 
 async function change(action) {
   const appointment = state.appointment;
-  await call(`/commands/appointments/${appointment.appointment_id}/${action}`, { method: "POST", body: JSON.stringify({ patient_id: appointment.patient_id }) });
+  const status = $("panel-package");
+  status.classList.remove("error");
+  status.textContent = `${action === "cancel" ? "Cancelling" : "Deleting"}…`;
+  try {
+    await call(`/commands/appointments/${appointment.appointment_id}/${action}`, { method: "POST", body: JSON.stringify({ patient_id: appointment.patient_id }) });
+  } catch (error) {
+    status.classList.add("error");
+    status.textContent = `Not ${action === "cancel" ? "cancelled" : "deleted"}: ${error.message}`;
+    return;
+  }
   const wanted = action === "cancel" ? "cancelled" : "deleted";
-  $("panel-package").textContent = `${action === "cancel" ? "Cancelling" : "Deleting"}…`;
-  await until(async () => (await api("calendar", `appointments/${appointment.appointment_id}`)).status === wanted);
+  const done = await until(async () => (await api("calendar", `appointments/${appointment.appointment_id}`)).status === wanted);
+  if (!done) {
+    status.classList.add("error");
+    status.textContent = `The calendar has not confirmed it in 30 s: look again in a moment.`;
+    return;
+  }
   $("panel").close();
   await showCalendar();
+}
+
+// A booking: the time is checked first, so a clash is shown at once with its reason; then the
+// command, and the calendar's answer is followed until the appointment is there.
+async function bookAppointment(body, status) {
+  status.classList.remove("error");
+  const refused = (text) => { status.classList.add("error"); status.textContent = `Not booked: ${text}`; return null; };
+  let answer;
+  try {
+    status.textContent = "Checking the time…";
+    const minutes = body.duration_minutes ?? feeMinutes(body.fee_ids[0]);
+    const clash = await clashAt(body.practitioner_id, body.location_id, body.date, body.time, minutes);
+    if (clash) return refused(clash);
+    status.textContent = "Booking…";
+    answer = await call("/commands/appointments", { method: "POST", body: JSON.stringify(body) });
+  } catch (error) {
+    return refused(error.message);
+  }
+  const booked = await until(() => api("calendar", `appointments/${answer.appointment_id}`));
+  if (!booked) return refused("the calendar has not confirmed it in 30 s, so it refused it (the time may have been taken meanwhile, or the fee is not offered there).");
+  status.textContent = `Booked ${localWhen(booked)}.`;
+  return booked;
 }
 
 async function book(event) {
   event.preventDefault();
   const status = $("new-appointment-status");
+  if (!$("cal-practitioner").value) {
+    status.textContent = "Not booked: choose a practitioner above (or click a free time in the grid).";
+    return;
+  }
   const body = {
     patient_id: $("new-patient").value,
     practitioner_id: $("cal-practitioner").value,
@@ -303,25 +679,77 @@ async function book(event) {
     fee_ids: [...$("new-fees").selectedOptions].map((option) => option.value),
   };
   if ($("new-duration").value) body.duration_minutes = Number($("new-duration").value);
-  let answer;
-  try {
-    answer = await call("/commands/appointments", { method: "POST", body: JSON.stringify(body) });
-  } catch (error) {
-    status.textContent = `Not booked: ${error.message}`;
-    return;
-  }
-  status.textContent = "Booking…";
-  const booked = await until(() => api("calendar", `appointments/${answer.appointment_id}`));
-  if (!booked) {
-    status.textContent = "The calendar refused the booking (the time may be taken).";
-    return;
-  }
-  status.textContent = `Booked ${day(booked.starts_at, booked.time_zone)} ${time(booked.starts_at, booked.time_zone)}.`;
+  const booked = await bookAppointment(body, status);
+  if (!booked) return;
   $("cal-day").value = $("new-date").value;
   await showCalendar();
   // The matcher links it to a package a moment later: show the note when it arrives.
-  await until(async () => (await api("calendar", `appointments/${answer.appointment_id}`)).package, 10);
+  await until(async () => (await api("calendar", `appointments/${booked.appointment_id}`)).package, 10);
   await showCalendar();
+}
+
+// --- booking from the grid ----------------------------------------------------------------------
+
+function openBooking({ practitionerId, date, time: at }) {
+  state.booking = { patient: null };
+  $("book-patient").value = "";
+  $("book-patient-results").replaceChildren();
+  $("book-patient-chosen").textContent = "No patient chosen yet: type part of their name.";
+  $("book-practitioner").value = practitionerId || $("cal-practitioner").value || state.directory.practitioners[0]?.practitioner_id;
+  $("book-date").value = date || $("cal-day").value;
+  $("book-time").value = at || "09:00";
+  $("book-where").textContent = `At ${nameOf("locations", $("cal-location").value)}, ${zoneOf($("cal-location").value)} time.`;
+  $("book-status").textContent = "";
+  $("book-submit").disabled = false;
+  $("book-dialog").showModal();
+  $("book-patient").focus();
+}
+
+function chooseBookingPatient(p) {
+  state.booking.patient = p;
+  $("book-patient").value = p.name;
+  $("book-patient-results").replaceChildren();
+  $("book-patient-chosen").textContent = `Patient: ${p.name}${p.date_of_birth ? `, born ${p.date_of_birth}` : ""}.`;
+  $("book-fee").focus();
+}
+
+async function submitBooking(event) {
+  event.preventDefault();
+  const status = $("book-status");
+  if (!state.booking.patient) {
+    status.classList.add("error");
+    status.textContent = "Choose the patient first: type part of their name and pick them.";
+    $("book-patient").focus();
+    return;
+  }
+  const body = {
+    patient_id: state.booking.patient.patient_id,
+    practitioner_id: $("book-practitioner").value,
+    location_id: $("cal-location").value,
+    date: $("book-date").value,
+    time: $("book-time").value,
+    fee_ids: [$("book-fee").value],
+  };
+  $("book-submit").disabled = true;
+  const booked = await bookAppointment(body, status);
+  $("book-submit").disabled = false;
+  if (!booked) return;
+  $("book-dialog").close();
+  await showCalendar();
+  $("calendar-status").textContent = `Booked ${state.booking.patient.name}, ${localWhen(booked)}.`;
+  await openPanel(booked.appointment_id);
+  // The matcher links it to a package a moment later: the panel and grid show it when it does.
+  const linked = await until(async () => (await api("calendar", `appointments/${booked.appointment_id}`)).package, 10);
+  if (linked) {
+    await showCalendar();
+    if (state.appointment?.appointment_id === booked.appointment_id) await openPanel(booked.appointment_id);
+  }
+}
+
+function step(direction) {
+  const days = Number($("cal-view").value);
+  $("cal-day").value = direction === 0 ? today(zoneOf($("cal-location").value)) : addDays($("cal-day").value, direction * days);
+  showCalendar();
 }
 
 // --- wiring ---------------------------------------------------------------------------------
@@ -331,7 +759,17 @@ window.addEventListener("DOMContentLoaded", () => {
   $("sign-out").addEventListener("click", () => { sessionStorage.removeItem("packline-token"); location.reload(); });
   $("patient-form").addEventListener("submit", (event) => { event.preventDefault(); findPatient($("patient").value.trim()); });
   $("calendar-form").addEventListener("submit", (event) => { event.preventDefault(); showCalendar(); });
+  for (const id of ["cal-practitioner", "cal-location", "cal-view"]) $(id).addEventListener("change", showCalendar);
+  $("cal-previous").addEventListener("click", () => step(-1));
+  $("cal-today").addEventListener("click", () => step(0));
+  $("cal-next").addEventListener("click", () => step(1));
+  $("cal-new").addEventListener("click", () => openBooking({}));
   $("new-appointment-form").addEventListener("submit", book);
+  $("book-form").addEventListener("submit", submitBooking);
+  $("book-cancel").addEventListener("click", () => $("book-dialog").close());
+  patientSearch($("book-patient"), $("book-patient-results"), $("book-patient-chosen"), chooseBookingPatient);
+  patientSearch($("patient-search"), $("patient-search-results"), $("patient-search-status"), showPatientPage);
+  $("patient-search-form").addEventListener("submit", (event) => event.preventDefault());
   $("line-form").addEventListener("submit", save);
   $("line-cancel").addEventListener("click", () => $("line-dialog").close());
   $("add-yes").addEventListener("change", toggleDetails);
@@ -340,7 +778,15 @@ window.addEventListener("DOMContentLoaded", () => {
   $("unlink").addEventListener("click", unlink);
   $("panel-cancel-appointment").addEventListener("click", () => change("cancel"));
   $("panel-delete-appointment").addEventListener("click", () => change("delete"));
-  $("nav-invoices").addEventListener("click", () => show("invoices"));
-  $("nav-calendar").addEventListener("click", () => show("calendar"));
+  $("panel-patient").addEventListener("click", () => {
+    const a = state.appointment;
+    if (!a) return;
+    location.hash = "#patients";
+    show("patients");
+    showPatientPage({ patient_id: a.patient_id, name: a.patient_name || a.patient_id });
+  });
+  // The panel beside the grid is not modal: Escape closes it too.
+  $("panel").addEventListener("keydown", (event) => { if (event.key === "Escape") $("panel").close(); });
+  for (const screen of SCREENS) $(`nav-${screen}`).addEventListener("click", () => show(screen));
   if (token()) signIn(token());
 });
