@@ -224,6 +224,25 @@ class PackageInvoice(Value):
     )
 
 
+# The accounting fields of the events that move money out of what an invoice owes
+# (docs/revenue.md), written once.
+OwedAfter = Annotated[
+    Cents | None,
+    Field(
+        description="What the invoice still owes after this event (docs/revenue.md); absent "
+        "from events before this field existed."
+    ),
+]
+AccountedAt = Annotated[
+    Instant | None,
+    Field(
+        description="When the amount counts (the change's own time: the message that caused "
+        "it, or the staff request); the report's month is this instant's month at the selling "
+        "location. Absent from events before this field existed."
+    ),
+]
+
+
 class InvoiceEvent(PatientMessage):
     ABSTRACT = True
     TOPIC = INVOICING_EVENTS
@@ -263,17 +282,8 @@ class PackageInvoiceVoided(InvoiceEvent):
         description="What the invoice still owed when it was voided, no longer owed "
         "(docs/revenue.md); absent from events before this field existed.",
     )
-    owed_cents: Cents | None = Field(
-        default=None,
-        description="What the invoice still owes after this event (docs/revenue.md); absent "
-        "from events before this field existed.",
-    )
-    accounted_at: Instant | None = Field(
-        default=None,
-        description="When the amount counts (the change's own time: the message that caused "
-        "it, or the staff request); the report's month is this instant's month at the selling "
-        "location. Absent from events before this field existed.",
-    )
+    owed_cents: OwedAfter = None
+    accounted_at: AccountedAt = None
 
 
 class PackageInvoiceRefunded(InvoiceEvent):
@@ -293,17 +303,8 @@ class PackageInvoiceRefunded(InvoiceEvent):
         description="The rest of amount_cents: revenue already recognised (or forfeited) given "
         "back. Absent from events before this field existed.",
     )
-    owed_cents: Cents | None = Field(
-        default=None,
-        description="What the invoice still owes after this event (docs/revenue.md); absent "
-        "from events before this field existed.",
-    )
-    accounted_at: Instant | None = Field(
-        default=None,
-        description="When the amount counts (the change's own time: the message that caused "
-        "it, or the staff request); the report's month is this instant's month at the selling "
-        "location. Absent from events before this field existed.",
-    )
+    owed_cents: OwedAfter = None
+    accounted_at: AccountedAt = None
 
 
 class LineEvent(InvoiceEvent):
@@ -356,17 +357,8 @@ class LineForfeited(LineEvent):
         description="The line's share, now revenue of the forfeited session (at most what the "
         "invoice still owed; docs/revenue.md). Absent from events before this field existed.",
     )
-    owed_cents: Cents | None = Field(
-        default=None,
-        description="What the invoice still owes after this event (docs/revenue.md); absent "
-        "from events before this field existed.",
-    )
-    accounted_at: Instant | None = Field(
-        default=None,
-        description="When the amount counts (the change's own time: the message that caused "
-        "it, or the staff request); the report's month is this instant's month at the selling "
-        "location. Absent from events before this field existed.",
-    )
+    owed_cents: OwedAfter = None
+    accounted_at: AccountedAt = None
 
 
 class LineUsed(LineEvent):
@@ -386,17 +378,8 @@ class LineUsed(LineEvent):
         description="Revenue recognised by this session: the line's share (at most what the "
         "invoice still owed; docs/revenue.md). Absent from events before this field existed.",
     )
-    owed_cents: Cents | None = Field(
-        default=None,
-        description="What the invoice still owes after this event (docs/revenue.md); absent "
-        "from events before this field existed.",
-    )
-    accounted_at: Instant | None = Field(
-        default=None,
-        description="When the amount counts (the change's own time: the message that caused "
-        "it, or the staff request); the report's month is this instant's month at the selling "
-        "location. Absent from events before this field existed.",
-    )
+    owed_cents: OwedAfter = None
+    accounted_at: AccountedAt = None
 
 
 class LinkRefusalCode(StrEnum):

@@ -125,6 +125,23 @@ class AclError(RuntimeError):
     e.g. CLUSTER_AUTHORIZATION_FAILED when the admin user may not alter the cluster)."""
 
 
+def _as_entries(wanted: list[Acl]) -> list[tuple[Any, ...]]:
+    """The ACLs as CreateAcls creations / DeleteAcls filters (the same fields, in order): a
+    literal resource name, any host, allow."""
+    return [
+        (
+            _RESOURCE_TYPES[acl.resource_type],
+            acl.name,
+            _LITERAL,
+            acl.principal,
+            "*",
+            _OPERATIONS[acl.operation],
+            _ALLOW,
+        )
+        for acl in wanted
+    ]
+
+
 class _CreateAcls(Request[CreateAclsRequest_v1]):  # type: ignore[misc]
     API_KEY = 30
 
@@ -132,20 +149,7 @@ class _CreateAcls(Request[CreateAclsRequest_v1]):  # type: ignore[misc]
         self.wanted = wanted
 
     def build(self, request_struct_class: type[Any]) -> Any:
-        return request_struct_class(
-            [
-                (
-                    _RESOURCE_TYPES[acl.resource_type],
-                    acl.name,
-                    _LITERAL,
-                    acl.principal,
-                    "*",
-                    _OPERATIONS[acl.operation],
-                    _ALLOW,
-                )
-                for acl in self.wanted
-            ]
-        )
+        return request_struct_class(_as_entries(self.wanted))
 
 
 class _DeleteAcls(Request[DeleteAclsRequest_v1]):  # type: ignore[misc]
@@ -155,20 +159,7 @@ class _DeleteAcls(Request[DeleteAclsRequest_v1]):  # type: ignore[misc]
         self.wanted = wanted
 
     def build(self, request_struct_class: type[Any]) -> Any:
-        return request_struct_class(
-            [
-                (
-                    _RESOURCE_TYPES[acl.resource_type],
-                    acl.name,
-                    _LITERAL,
-                    acl.principal,
-                    "*",
-                    _OPERATIONS[acl.operation],
-                    _ALLOW,
-                )
-                for acl in self.wanted
-            ]
-        )
+        return request_struct_class(_as_entries(self.wanted))
 
 
 class _AlterUserScramCredentialsResponse(Response):  # type: ignore[misc]
