@@ -187,6 +187,36 @@ async def test_book_from_the_grid_and_find_the_patient(
                 moved = grid.locator(".fc-event", has_text=name).filter(has_text=f"{later} - ")
                 await expect(moved).to_have_attribute("aria-label", re.compile(f"{later}, {name}"))
 
+                # The week: a column per day and practitioner.
+                await calendar.get_by_label("View", exact=True).select_option("7")
+                headers = grid.locator("th[data-practitioner]")
+                await expect(headers).to_have_count(14)
+                await expect(headers.first).to_have_text(
+                    re.compile(r"^\w{3}, \d+ \w{3} · Dr Adams$")
+                )
+                await expect(grid.locator(".fc-event", has_text=name)).to_have_count(1)
+                await assert_accessible(page, "the week view")
+                await calendar.get_by_label("View", exact=True).select_option("1")
+
+                # The calendar does not answer: the page says so, and Retry reads it again.
+                async def down(route: Any) -> None:
+                    detail = {"detail": "the calendar service does not answer"}
+                    await route.fulfill(status=502, json=detail)
+
+                await page.route("**/api/calendar/appointments?*", down)
+                await calendar.get_by_role("button", name="Show").click()
+                status = page.locator("#calendar-status")
+                await expect(status).to_contain_text(
+                    "Loading the calendar failed: the calendar service does not answer"
+                )
+                await page.unroute("**/api/calendar/appointments?*", down)
+                await status.get_by_role("button", name="Retry").click()
+                await expect(status).to_be_empty()
+                await expect(grid.locator(".fc-event", has_text=name)).to_have_count(1)
+                simulated = [e for e in errors if e.startswith("502 ") and "appointments?" in e]
+                assert len(simulated) == 1, errors  # that one, and it is not counted
+                errors.remove(simulated[0])
+
             # The patient's page: found by part of their name as it is typed.
             await page.get_by_role("link", name="Patients").click()
             await page.get_by_label("Find a patient by name").press_sequentially("zoe grid")

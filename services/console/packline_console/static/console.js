@@ -230,7 +230,7 @@ function openLine(invoice, line) {
   state.invoice = invoice;
   state.line = line;
   const dialog = $("line-dialog");
-  $("line-summary").textContent = `${invoice.package_name}, line ${line.line_number} (${line.fee_id}), valid ${line.valid_from} to ${line.valid_until}`;
+  $("line-summary").textContent = `${invoice.package_name}, line ${line.line_number} (${feeName(line.fee_id)}), valid ${line.valid_from} to ${line.valid_until}`;
   const held = ["linked", "booking_requested", "used", "forfeited"].includes(line.status);
   const starts = line.local_starts_at;  // the appointment's local date and time, as its location shows it
   $("line-date").value = starts ? starts.slice(0, 10) : today(zoneOf((line.locations.ids || [])[0]));
