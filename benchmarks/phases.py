@@ -281,7 +281,9 @@ async def backlog(driver: Driver) -> dict[str, Any]:
     """The matcher stopped while ``backlog`` bookings queue; after its restart, how fast it
     drains them, and the latency of new bookings (20 a second) meanwhile."""
     system, count = driver.system, driver.config.backlog
-    await driver.ensure_free(count + 2_000)
+    # The trickle books 20 a second for as long as the drain lasts: enough for a drain of 100
+    # a second, and more are bought (untimed, between its batches) if it lasts longer.
+    await driver.ensure_free(count + max(2_000, count // 5))
     await system.processes["matcher"].stop()
     queued = driver.prepare(driver.booking(note=False) for _ in range(count))
     await driver.send(queued, None)
@@ -306,6 +308,7 @@ async def backlog(driver: Driver) -> dict[str, Any]:
 
     async def trickle() -> None:
         while not drained_all.is_set():
+            await driver.ensure_free(20)
             batch = driver.prepare([driver.booking() for _ in range(20)])
             probes.extend(batch)
             await driver.send(batch, 20)
