@@ -126,7 +126,12 @@ async def test_the_page_has_no_inline_script_or_style(console: str) -> None:
     async with httpx.AsyncClient(base_url=console, timeout=10) as client:
         html = (await client.get("/")).text
         script = (await client.get("/static/console.js")).text
-    assert re.findall(r"<script[^>]*>", html) == ['<script type="module" src="/static/console.js">']
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.DOTALL)
+    assert scripts, "the page has its scripts"
+    for attributes, body in scripts:  # each from a file of the console's own, none inline
+        assert re.search(r'\ssrc="/(static|vendor)/[^"]+\.js"', attributes), attributes
+        assert not body.strip(), body
+    assert ' src="/static/console.js"' in html
     assert not re.search(r"<style|\sstyle=|\son[a-z]+=|javascript:", html, re.IGNORECASE)
     # The page's script builds elements with setAttribute: never a style or handler attribute.
     assert not re.search(r"innerHTML|setAttribute\(\s*[\"']style|eval\(|new Function", script)
@@ -237,9 +242,11 @@ async def test_with_a_token_an_endless_body_is_refused_at_the_ceiling(console: s
     head = request_head("POST", "/commands/appointments", headers)
     status, _, sent = await exchange(console, head, None, endless_chunks=True)
     assert status == 413
-    # Read up to the ceiling, not the whole (endless) body: what was sent by the answer is at
-    # most the ceiling plus what the sockets' buffers held.
-    assert sent < LIMIT + 8 * 1024 * 1024
+    # Read up to the ceiling, not the whole (endless) body: what was sent by the answer is the
+    # ceiling plus what the sockets' buffers and the answer's way back let through, which
+    # varies with the kernel's autotuned buffers (9 MB seen on a loaded machine); an endless
+    # body read whole would never be answered at all.
+    assert sent < LIMIT + 32 * 1024 * 1024
 
 
 async def test_with_a_token_the_request_goes_on(console: str) -> None:
