@@ -12,6 +12,7 @@ Both take a ``topic_prefix`` when Packline runs with ``PACKLINE_TOPIC_PREFIX``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
@@ -42,13 +43,21 @@ class PacklineProducer:
         ``sasl_mechanism``, ``sasl_plain_username``, ``sasl_plain_password``, ``ssl_context``."""
         self.producer_name = producer
         self.topic_prefix = topic_prefix
-        self._producer = AIOKafkaProducer(
+        self._options = dict(
             bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True, **connection
         )
+        self._producer = AIOKafkaProducer(**self._options)
 
     async def __aenter__(self) -> Self:
         await self._producer.start()
         return self
+
+    async def _renew(self) -> None:
+        """A new producer (a new producer id) in place of a stopped one."""
+        with contextlib.suppress(Exception):
+            await self._producer.stop()
+        self._producer = AIOKafkaProducer(**self._options)
+        await self._producer.start()
 
     async def __aexit__(
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
@@ -73,13 +82,30 @@ class PacklineProducer:
             causation=causation,
         )
         record = encode(envelope)
-        await self._producer.send_and_wait(
-            self.topic_prefix + message.TOPIC.name,
-            value=record.value,
-            key=record.key,
-            headers=record.headers + _trace_headers(),
-        )
+        topic, headers = self.topic_prefix + message.TOPIC.name, record.headers + _trace_headers()
+        try:
+            await self._producer.send_and_wait(
+                topic, value=record.value, key=record.key, headers=headers
+            )
+        except Exception:
+            if not producer_stopped(self._producer):
+                raise
+            # Sending the same envelope again is safe (Packline applies a message id once).
+            await self._renew()
+            await self._producer.send_and_wait(
+                topic, value=record.value, key=record.key, headers=headers
+            )
         return envelope
+
+
+def producer_stopped(producer: AIOKafkaProducer) -> bool:
+    """Whether aiokafka's idempotent producer has stopped for good: it does when the broker
+    answers a fatal error (e.g. ``OutOfOrderSequenceNumber`` after the broker lost its producer
+    state in an unclean restart), and every later send then raises that error at once. The only
+    way on is a new producer (a new producer id)."""
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    return task is not None and task.done()
 
 
 def _trace_headers() -> list[tuple[str, bytes]]:

@@ -216,14 +216,15 @@ class Clinic:
 
     async def send(self, message: Message, effect: tuple[str, str, tuple[Any, ...]]) -> None:
         self.tally.issued += 1
-        for attempt in range(200):
+        deadline, attempt = time.monotonic() + 240, 0
+        while True:
             try:
                 await self.producer.send(message, message_id=derived_id("fault-op", repr(message)))
                 break
-            except Exception:  # the broker is restarting: try again, as any producer would
-                await asyncio.sleep(min(0.5 * (attempt + 1), 3))
-        else:
-            raise AssertionError(f"could not publish {message!r}")
+            except Exception as error:  # the broker is restarting: try again, as any producer would
+                attempt += 1
+                assert time.monotonic() < deadline, f"could not publish {message!r}: {error!r}"
+                await asyncio.sleep(min(0.5 * attempt, 3))
         self.tally.acknowledged += 1
         self.tally.effects.append(effect)
 

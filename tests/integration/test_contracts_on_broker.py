@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 
 import pytest
+from aiokafka.errors import OutOfOrderSequenceNumber
 from packline_contracts.client import PacklineConsumer, PacklineProducer
 from packline_contracts.envelope import Envelope, Message
 from packline_contracts.examples import EXAMPLES
@@ -34,3 +37,28 @@ async def test_every_message_round_trips_through_kafka(
             assert received == envelope, name
     assert consumer.invalid == []
     assert len(consumer.received) == len(EXAMPLES)
+
+
+async def test_the_producer_comes_back_after_a_fatal_broker_answer(
+    infrastructure: Infrastructure, topic_prefix: str
+) -> None:
+    """After an unclean broker restart the broker may answer ``OutOfOrderSequenceNumber``, and
+    aiokafka's idempotent producer then stops for good. The client replaces it: the next send
+    lands instead of failing forever (a CI fault run once failed 200 sends in a row)."""
+    bootstrap = infrastructure.kafka_bootstrap
+    first, second = list(EXAMPLES.values())[:2]
+    async with PacklineProducer(bootstrap, producer="test", topic_prefix=topic_prefix) as producer:
+        await producer.send(first)
+        # What aiokafka's sender does on that answer: fail everything queued and stop.
+        inner = producer._producer
+        inner._message_accumulator.fail_all(OutOfOrderSequenceNumber())
+        inner._sender.sender_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await inner._sender.sender_task
+        sent = await producer.send(second)
+
+    async with PacklineConsumer(
+        bootstrap, TOPICS, group_id=f"{topic_prefix}reader", topic_prefix=topic_prefix
+    ) as consumer:
+        received = await consumer.wait_for(type(sent.payload), the_same(sent))
+    assert received == sent

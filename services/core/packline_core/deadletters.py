@@ -163,8 +163,9 @@ class DeadLetterPublisher:
     ) -> None:
         # Bounded: a topic that is gone or refuses us would otherwise hold the partition for
         # the producer's whole metadata wait on every attempt.
+        producer = await self.service.working_producer()
         await asyncio.wait_for(
-            self.service.producer.send_and_wait(
+            producer.send_and_wait(
                 self.topic, value=value, key=key, headers=[*headers, *letter.added_headers()]
             ),
             timeout=self.service.settings.dead_letter_publish_seconds,

@@ -9,6 +9,7 @@ its consumers' handlers and its routes on it, and hands it to :func:`packline_co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from packline_contracts import registry  # noqa: F401  (registers every message type)
+from packline_contracts.client import producer_stopped
 from packline_contracts.envelope import Envelope
 from packline_contracts.topics import consumer as consumer_spec
 
@@ -131,6 +133,25 @@ class Service:
             raise RuntimeError(f"the {self.name} service is not started")
         return self._producer
 
+    async def working_producer(self) -> AIOKafkaProducer:
+        """The producer, replaced first if the broker's fatal answer stopped it for good."""
+        if producer_stopped(self.producer):
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+            log.warning("the service's producer had stopped; starting a new one")
+            self._producer = await self._new_producer()
+        return self.producer
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            **self.settings.client_options(),
+            client_id=f"packline-{self.name}-{self.settings.instance_id}",
+            acks="all",
+            enable_idempotence=True,
+        )
+        await producer.start()
+        return producer
+
     def new_transaction(
         self, conn: Connection, causation: Envelope[Any] | None = None
     ) -> Transaction:
@@ -164,13 +185,7 @@ class Service:
             max_size=self.settings.database_pool_size,
             reset=_nothing_to_reset,
         )
-        self._producer = AIOKafkaProducer(
-            **self.settings.client_options(),
-            client_id=f"packline-{self.name}-{self.settings.instance_id}",
-            acks="all",
-            enable_idempotence=True,
-        )
-        await self._producer.start()
+        self._producer = await self._new_producer()
         for consumer in self.consumers:
             consumer.subscribe()
         await self.broker.start()
