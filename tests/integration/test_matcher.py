@@ -339,7 +339,7 @@ async def test_r8_holds_when_the_staff_unlink_arrives_before_the_booking(
     from packline_contracts.appointments import AppointmentBooked
     from packline_contracts.envelope import Envelope
     from packline_contracts.types import Appointment, AppointmentStatus, BookingSource
-    from packline_matcher.matching import appointment_changed, line_unlinked
+    from packline_matcher.matching import fold_batch, line_unlinked
 
     from tests.clinic import MASSAGE_60, line_event
 
@@ -365,7 +365,7 @@ async def test_r8_holds_when_the_staff_unlink_arrives_before_the_booking(
     async with matcher.transaction() as tx:
         await line_unlinked(tx, Envelope.wrap(unlinked, producer="invoicing"))
     async with matcher.transaction() as tx:
-        await appointment_changed(tx, Envelope.wrap(booked, producer="calendar"))
+        await fold_batch(tx.conn, [(tx, Envelope.wrap(booked, producer="calendar"))])
     marked = await matcher.pool.fetchval(
         "SELECT hand_unlinked FROM appointments WHERE appointment_id = $1", appointment_id
     )

@@ -226,7 +226,7 @@ def test_only_the_relevant_lines_decide(
     hand_unlinked: bool,
 ) -> None:
     """The matcher loads only the lines for the appointment's fees and the one holding it
-    (readmodel.lines_for): every other line of the patient changes nothing decide() says."""
+    (readmodel.load): every other line of the patient changes nothing decide() says."""
     from packline_matcher.decision import relevant
 
     appt = appointment(status=status, fee_ids=fees, hand_unlinked=hand_unlinked)

@@ -74,6 +74,9 @@ M = TypeVar("M", bound=Message)
 # only how often an idle consumer loops, never a delay a record waits.
 FETCH_WAIT_MS = 500
 Handler = Callable[[Transaction, Envelope[Any]], Awaitable[None]]
+# Applies a run of consecutive messages at once (load the run's state, fold, write once): each
+# message comes with its own transaction, which publishes in that message's name.
+BatchHandler = Callable[[Connection, list[tuple[Transaction, Envelope[Any]]]], Awaitable[None]]
 # Answers a command that cannot be applied (its sender is waiting for an answer): gets the raw
 # JSON object, when the value was one, and the reason, which names the field where it can.
 RefusalAnswer = Callable[[Transaction, dict[str, Any], str], Awaitable[None]]
@@ -130,6 +133,7 @@ class MessageConsumer:
         self.settings = settings or ConsumerSettings.of(service.settings)
         self.name = f"{spec.service}.{spec.name}"
         self.handlers: dict[type[Message], Handler] = {}
+        self.batch_handlers: dict[type[Message], BatchHandler] = {}
         self.answer_refused: RefusalAnswer | None = None
         self._serialise_key: Callable[[Any], str] | None = None
         self.dead_letters = DeadLetterPublisher(service, self.name)
@@ -151,6 +155,22 @@ class MessageConsumer:
             return handler
 
         return register
+
+    def handles_batch(self, *message_types: type[M]) -> Callable[[BatchHandler], BatchHandler]:
+        """Like :meth:`handles`, for a handler that takes every consecutive message it handles
+        in a batch at once (in order, each with its own transaction)."""
+
+        def register(handler: BatchHandler) -> BatchHandler:
+            for message_type in message_types:
+                if message_type.TOPIC not in self.spec.topics:
+                    raise ValueError(f"{self.name} does not read {message_type.TOPIC.name}")
+                self.batch_handlers[message_type] = handler
+            return handler
+
+        return register
+
+    def _handled(self, message_type: type[Message]) -> bool:
+        return message_type in self.handlers or message_type in self.batch_handlers
 
     def serialise_by(self, key: Callable[[Any], str]) -> None:
         """Apply messages with the same ``key`` (e.g. the patient) under a database lock on it, so
@@ -275,7 +295,7 @@ class MessageConsumer:
         """A message this consumer applies is read only from its type's own topic: the broker's
         ACLs say who may write each topic (a LinkAppointment on packline.invoicing.commands,
         which outside producers may write, would otherwise pass for the matcher's)."""
-        if message_type not in self.handlers:
+        if not self._handled(message_type):
             return
         expected = self.service.settings.topic(message_type.TOPIC)
         if record.topic != expected:
@@ -312,7 +332,7 @@ class MessageConsumer:
                 "packline.correlation_id": str(envelope.correlation_id),
             }
         )
-        if type(envelope.payload) not in self.handlers:
+        if not self._handled(type(envelope.payload)):
             span.set_attribute("packline.ignored", True)
             self.service.metrics.ignored.labels(self.name, envelope.message_type).inc()
             return None
@@ -381,38 +401,69 @@ class MessageConsumer:
                 self.service.settings.instance_id,
                 [item.delivery for item in items],
             )
+            run = Run()
             for item in items:
+                message_id = item.envelope.message_id
+                if message_id not in fresh:
+                    self._skip_duplicate(item)
+                    continue
+                fresh.discard(message_id)  # the same message twice in one batch: apply once
+                batch_handler = self.batch_handlers.get(type(item.envelope.payload))
+                if batch_handler is not None:
+                    if run.handler is not batch_handler:
+                        published.extend(await run.apply(conn))
+                        run = Run(batch_handler)
+                    span = self._batch_span(item)
+                    tx = self.service.new_transaction(
+                        conn, causation=item.envelope, trace_context=tracing.context_json(span)
+                    )
+                    run.add(item, tx, span)
+                    applied.append(item)
+                    continue
+                published.extend(await run.apply(conn))
+                run = Run()
                 # Current while the handler runs: what it publishes carries this span's context.
-                with self._apply_span(item) as span:
-                    message_id = item.envelope.message_id
-                    if message_id not in fresh:
-                        span.set_attribute("packline.duplicate", True)
-                        metrics.deduplicated.labels(self.name, item.envelope.message_type).inc()
-                        continue
-                    fresh.discard(message_id)  # the same message twice in one batch: apply once
+                with self._apply_span(item):
                     tx = self.service.new_transaction(conn, causation=item.envelope)
                     with structlog.contextvars.bound_contextvars(**_ids(item)):
                         await self.handlers[type(item.envelope.payload)](tx, item.envelope)
                     published.extend(tx.take_rows())
                     applied.append(item)
+            published.extend(await run.apply(conn))
             # One outbox write (one lock round trip, one insert) for the whole batch.
             if published:
                 await write_rows(conn, published)
         for item in applied:  # counted once committed
             metrics.handled.labels(self.name, item.envelope.message_type).inc()
 
+    def _skip_duplicate(self, item: Item) -> None:
+        with self._apply_span(item) as span:
+            span.set_attribute("packline.duplicate", True)
+        self.service.metrics.deduplicated.labels(self.name, item.envelope.message_type).inc()
+
     def _apply_span(self, item: Item) -> contextlib.AbstractContextManager[Span]:
-        envelope = item.envelope
         return self.service.tracing.current_span(
-            f"apply {envelope.message_type}",
+            f"apply {item.envelope.message_type}",
             parent=item.trace,
-            attributes={
-                "messaging.message.id": str(envelope.message_id),
-                "packline.message_type": envelope.message_type,
-                "packline.correlation_id": str(envelope.correlation_id),
-                "packline.consumer": self.name,
-            },
+            attributes=self._apply_attributes(item),
         )
+
+    def _batch_span(self, item: Item) -> Span:
+        """An apply span for a message of a batch handler's run (ended when the run is)."""
+        return self.service.tracing.start(
+            f"apply {item.envelope.message_type}",
+            parent=item.trace,
+            attributes={**self._apply_attributes(item), "packline.batch_handler": True},
+        )
+
+    def _apply_attributes(self, item: Item) -> dict[str, str | int | bool]:
+        envelope = item.envelope
+        return {
+            "messaging.message.id": str(envelope.message_id),
+            "packline.message_type": envelope.message_type,
+            "packline.correlation_id": str(envelope.correlation_id),
+            "packline.consumer": self.name,
+        }
 
     async def _refuse(
         self, record: ConsumerRecord[bytes, bytes], reason: str, error: BaseException, attempts: int
@@ -593,6 +644,34 @@ class Progress:
             for partition, lag in sorted(self._lag.items())
             if lag > 0 and now - self._moved.get(partition, now) >= self.stall_seconds
         ]
+
+
+@dataclass
+class Run:
+    """Consecutive messages of a batch for one batch handler, applied at once."""
+
+    handler: BatchHandler | None = None
+    messages: list[tuple[Transaction, Envelope[Any]]] = dataclasses.field(default_factory=list)
+    spans: list[Span] = dataclasses.field(default_factory=list)
+
+    def add(self, item: Item, tx: Transaction, span: Span) -> None:
+        self.messages.append((tx, item.envelope))
+        self.spans.append(span)
+
+    async def apply(self, conn: Connection) -> list[OutboxRow]:
+        """Apply the run (nothing when empty); the rows its messages publish."""
+        if self.handler is None or not self.messages:
+            return []
+        try:
+            await self.handler(conn, self.messages)
+        except BaseException as error:
+            for span in self.spans:
+                tracing.fail(span, error)
+            raise
+        finally:
+            for span in self.spans:
+                span.end()
+        return [row for tx, _ in self.messages for row in tx.take_rows()]
 
 
 def _check_partition(record: ConsumerRecord[bytes, bytes], partitions: set[int] | None) -> None:

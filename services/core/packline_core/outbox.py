@@ -65,11 +65,15 @@ class Transaction:
         producer: str,
         topic_prefix: str,
         causation: Envelope[Any] | None = None,
+        trace_context: str | None = None,
     ) -> None:
+        """``trace_context``: the trace what it publishes continues (default: the current one
+        when it publishes)."""
         self.conn = conn
         self._producer = producer
         self._topic_prefix = topic_prefix
         self.causation = causation
+        self._trace_context = trace_context
         self._rows: list[OutboxRow] = []
 
     def publish(self, message: Message, *, message_id: UUID | None = None) -> Envelope[Any]:
@@ -87,7 +91,7 @@ class Transaction:
                 record.key,
                 record.value,
                 record.headers,
-                tracing.current_context_json(),
+                self._trace_context or tracing.current_context_json(),
             )
         )
         return envelope

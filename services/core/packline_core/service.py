@@ -153,9 +153,12 @@ class Service:
         return producer
 
     def new_transaction(
-        self, conn: Connection, causation: Envelope[Any] | None = None
+        self,
+        conn: Connection,
+        causation: Envelope[Any] | None = None,
+        trace_context: str | None = None,
     ) -> Transaction:
-        return Transaction(conn, self.name, self.settings.topic_prefix, causation)
+        return Transaction(conn, self.name, self.settings.topic_prefix, causation, trace_context)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

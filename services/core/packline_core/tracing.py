@@ -194,6 +194,13 @@ def current_context_json() -> str | None:
     return json.dumps(carrier) if carrier else None
 
 
+def context_json(span: Span) -> str | None:
+    """``span``'s trace context as a small JSON object, to keep with an outbox row."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier, context=trace.set_span_in_context(span))
+    return json.dumps(carrier) if carrier else None
+
+
 def kafka_headers(span: Span) -> list[tuple[str, bytes]]:
     """``traceparent`` / ``tracestate`` headers naming ``span`` as the parent."""
     carrier: dict[str, str] = {}

@@ -157,7 +157,7 @@ def decide(
 def relevant(appointment: Appointment, line: Line) -> bool:
     """Whether ``line`` can matter to what :func:`decide` says about ``appointment``: a line
     for one of its fees (a candidate, or named in an explanation), or the line holding it.
-    No other line is ever read (readmodel.lines_for loads just these)."""
+    No other line is ever read (readmodel.load loads just these)."""
     return line.fee_id in appointment.fee_ids or line.appointment_id == appointment.appointment_id
 
 

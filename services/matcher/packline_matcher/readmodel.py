@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
 import asyncpg
+from packline_contracts.appointments import AppointmentEvent
+from packline_contracts.invoices import LineLinked
 from packline_contracts.types import AppointmentStatus, BookingSource, LateCancelPolicy
 from packline_core.db import Connection
 
+from packline_matcher import fold
 from packline_matcher.decision import Appointment, Line
 
 LINE_QUERY = (
@@ -37,20 +42,6 @@ def to_line(row: asyncpg.Record) -> Line:
         appointment_id=row["appointment_id"],
         policy=LateCancelPolicy.model_validate_json(policy) if policy else None,
     )
-
-
-async def lines_for(conn: Connection, appointment: Appointment) -> list[Line]:
-    """The patient's lines that can matter to a decision about ``appointment``
-    (decision.relevant): those for its fees and the one holding it, not every line the
-    patient ever bought."""
-    rows = await conn.fetch(
-        f"{LINE_QUERY} WHERE l.patient_id = $1"
-        " AND (l.fee_id = ANY($2::text[]) OR l.appointment_id = $3)",
-        appointment.patient_id,
-        list(appointment.fee_ids),
-        appointment.appointment_id,
-    )
-    return [to_line(row) for row in rows]
 
 
 def to_appointment(row: asyncpg.Record) -> Appointment:
@@ -113,34 +104,6 @@ async def set_line(
     )
 
 
-# Why an appointment did not match is gone once it holds a line; forgotten in the statement that
-# gives it the line (one round trip for both).
-FORGET_EXPLANATION = "forgotten AS (DELETE FROM explanations WHERE appointment_id = $2)"
-
-
-async def request_line(conn: Connection, line_id: UUID, appointment_id: UUID) -> None:
-    """The matcher has asked invoicing to link the line to the appointment."""
-    await conn.execute(
-        f"WITH {FORGET_EXPLANATION}"
-        " UPDATE lines SET status = 'requested', appointment_id = $2 WHERE line_id = $1",
-        line_id,
-        appointment_id,
-    )
-
-
-async def link_line(conn: Connection, line_id: UUID, appointment_id: UUID) -> Appointment | None:
-    """Invoicing linked the line: record it, forget why the appointment did not match, and return
-    the appointment as the matcher knows it (one round trip)."""
-    row = await conn.fetchrow(
-        "WITH linked AS (UPDATE lines SET status = 'linked', appointment_id = $2"
-        f"  WHERE line_id = $1), {FORGET_EXPLANATION}"
-        f" {APPOINTMENT_QUERY} WHERE a.appointment_id = $2",
-        line_id,
-        appointment_id,
-    )
-    return to_appointment(row) if row else None
-
-
 async def remember_hand_unlink(conn: Connection, appointment_id: UUID) -> None:
     """R8: never link this appointment on our own again. Kept apart from the appointment row,
     which may not exist yet (0002_hand_unlinks.sql), and on the row when it does."""
@@ -165,3 +128,129 @@ async def seen_at(conn: Connection, patient_id: str) -> list[str]:
             patient_id,
         )
     )
+
+
+# --- a batch's state, for packline_matcher.fold ------------------------------------------------
+
+
+async def load(conn: Connection, inputs: Sequence[fold.Input]) -> fold.State:
+    """What decides for ``inputs`` (two queries): the appointments they name, whether those not
+    stored yet were unassigned by hand or announced by invoicing, and their patients' lines for
+    the fees those appointments have or get, with the lines holding them or being linked."""
+    ids = sorted({appointment_named(message) for message in inputs})
+    rows = await conn.fetch(
+        f"SELECT ids.id, {APPOINTMENT_COLUMNS},"
+        " EXISTS (SELECT 1 FROM hand_unlinks h WHERE h.appointment_id = ids.id) AS by_hand,"
+        " EXISTS (SELECT 1 FROM invoice_booking_requests r WHERE r.appointment_id = ids.id)"
+        "  AS requested"
+        " FROM unnest($1::uuid[]) AS ids(id) LEFT JOIN appointments a ON a.appointment_id = ids.id",
+        ids,
+    )
+    state = fold.State(
+        appointments={
+            row["id"]: fold.Stored(to_appointment(row), row["snapshot"])
+            for row in rows
+            if row["appointment_id"] is not None
+        },
+        hand_unlinked=frozenset(row["id"] for row in rows if row["by_hand"]),
+        invoice_requested=frozenset(row["id"] for row in rows if row["requested"]),
+    )
+    wanted: dict[str, set[str]] = {}
+    for stored in state.appointments.values():
+        wanted.setdefault(stored.appointment.patient_id, set()).update(stored.appointment.fee_ids)
+    for message in inputs:
+        if isinstance(message, AppointmentEvent):
+            snapshot = message.appointment
+            wanted.setdefault(snapshot.patient_id, set()).update(snapshot.fee_ids)
+    patients = sorted(wanted)
+    linking = [m.line.line_id for m in inputs if isinstance(m, LineLinked)]
+    lines = await conn.fetch(
+        # Each way in by its own index (an OR of them would scan every line).
+        f"{LINE_QUERY} WHERE l.line_id IN (SELECT f.line_id"
+        "  FROM unnest($1::text[], $2::text[]) AS w(patient_id, fee_id)"
+        "  JOIN lines f ON f.patient_id = w.patient_id AND f.fee_id = w.fee_id"
+        " UNION SELECT h.line_id FROM lines h WHERE h.appointment_id = ANY($3::uuid[])"
+        " UNION SELECT unnest($4::uuid[]))",
+        [patient for patient in patients for _ in sorted(wanted[patient])],
+        [fee for patient in patients for fee in sorted(wanted[patient])],
+        ids,
+        linking,
+    )
+    for row in lines:
+        state.lines.setdefault(row["patient_id"], {})[row["line_id"]] = to_line(row)
+    return state
+
+
+def appointment_named(message: fold.Input) -> UUID:
+    if isinstance(message, AppointmentEvent):
+        return message.appointment.appointment_id
+    return message.appointment_id
+
+
+async def save(conn: Connection, state: fold.State) -> None:
+    """Write what the fold changed, in one statement: the appointments (newer versions only),
+    the lines' status and appointment, and the explanations given or forgotten."""
+    appointments = [state.appointments[i] for i in sorted(state.changed_appointments)]
+    lines = [state.changed_lines[i] for i in sorted(state.changed_lines)]
+    given = {i: e for i, e in state.explanations.items() if e is not None}
+    forgotten = sorted(i for i, e in state.explanations.items() if e is None)
+    if not (appointments or lines or given or forgotten):
+        return
+    await conn.execute(
+        "WITH saved AS (INSERT INTO appointments AS a (appointment_id, patient_id, version,"
+        "  practitioner_id, location_id, starts_at, fee_ids, status, source, cancelled_at,"
+        "  duration_minutes, snapshot, time_zone, hand_unlinked)"
+        "  SELECT appointment_id, patient_id, version, practitioner_id, location_id, starts_at,"
+        "  fee_ids, status, source, cancelled_at, duration_minutes, snapshot, time_zone,"
+        "  hand_unlinked FROM jsonb_to_recordset($1::jsonb) AS x(appointment_id uuid,"
+        "  patient_id text, version integer, practitioner_id text, location_id text,"
+        "  starts_at timestamptz, fee_ids text[], status text, source text,"
+        "  cancelled_at timestamptz, duration_minutes integer, snapshot jsonb, time_zone text,"
+        "  hand_unlinked boolean)"
+        "  ON CONFLICT (appointment_id) DO UPDATE SET version = EXCLUDED.version,"
+        "  practitioner_id = EXCLUDED.practitioner_id, location_id = EXCLUDED.location_id,"
+        "  starts_at = EXCLUDED.starts_at, fee_ids = EXCLUDED.fee_ids, status = EXCLUDED.status,"
+        "  cancelled_at = EXCLUDED.cancelled_at, duration_minutes = EXCLUDED.duration_minutes,"
+        "  snapshot = EXCLUDED.snapshot, time_zone = EXCLUDED.time_zone,"
+        "  refused_line_ids = '{}' WHERE a.version < EXCLUDED.version),"
+        " moved AS (UPDATE lines l SET status = x.status, appointment_id = x.appointment_id"
+        "  FROM unnest($2::uuid[], $3::text[], $4::uuid[]) AS x(line_id, status, appointment_id)"
+        "  WHERE l.line_id = x.line_id),"
+        " forgotten AS (DELETE FROM explanations WHERE appointment_id = ANY($5::uuid[])),"
+        " explained AS (INSERT INTO explanations (appointment_id, appointment_version, summary,"
+        "  candidates) SELECT * FROM unnest($6::uuid[], $7::integer[], $8::text[], $9::jsonb[])"
+        "  ON CONFLICT (appointment_id) DO UPDATE SET"
+        "  appointment_version = EXCLUDED.appointment_version, summary = EXCLUDED.summary,"
+        "  candidates = EXCLUDED.candidates, explained_at = now())"
+        " SELECT 1",
+        json.dumps([appointment_row(stored) for stored in appointments]),
+        [line.line_id for line in lines],
+        [line.status for line in lines],
+        [line.appointment_id for line in lines],
+        forgotten,
+        list(given),
+        [e.appointment_version for e in given.values()],
+        [e.summary for e in given.values()],
+        [e.candidates_json() for e in given.values()],
+    )
+
+
+def appointment_row(stored: fold.Stored) -> dict[str, object]:
+    a = stored.appointment
+    snapshot = json.loads(stored.snapshot)
+    return {
+        "appointment_id": str(a.appointment_id),
+        "patient_id": a.patient_id,
+        "version": a.version,
+        "practitioner_id": a.practitioner_id,
+        "location_id": a.location_id,
+        "starts_at": a.starts_at.isoformat(),
+        "fee_ids": list(a.fee_ids),
+        "status": a.status.value,
+        "source": a.source.value,
+        "cancelled_at": a.cancelled_at.isoformat() if a.cancelled_at else None,
+        "duration_minutes": snapshot["duration_minutes"],
+        "snapshot": snapshot,
+        "time_zone": a.time_zone,
+        "hand_unlinked": a.hand_unlinked,
+    }
