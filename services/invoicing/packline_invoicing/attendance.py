@@ -13,7 +13,6 @@ second sees the other, and the line is used either way."""
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from packline_contracts.appointments import AttendanceRecorded
@@ -23,7 +22,7 @@ from packline_contracts.types import AppointmentStatus
 from packline_core.consumer import MessageConsumer
 from packline_core.outbox import Transaction
 
-from packline_invoicing import invoices, revenue
+from packline_invoicing import invoices, lines, revenue
 
 ATTENDED = (AppointmentStatus.ARRIVED, AppointmentStatus.COMPLETED)
 USED_STAYS = "the session was used (the patient attended): a used line is never released"
@@ -48,57 +47,49 @@ async def attendance_recorded(tx: Transaction, envelope: Envelope[AttendanceReco
         # A link that committed while this waited for the row is visible now; one that comes
         # later finds the row marked attended (commands.apply_link).
         line = await held_line(tx, appointment.appointment_id)
-    if line is None or line["status"] != "linked":
-        return  # no line (nothing to use), or used already: arrived, then completed
-    await tx.conn.execute(
-        "UPDATE invoice_lines SET status = 'used',"
-        " appointment_version = greatest(appointment_version, $2), version = version + 1"
-        " WHERE line_id = $1",
-        line["line_id"],
-        appointment.version,
-    )
-    await announce(tx, line, max(line["appointment_version"] or 1, appointment.version))
+    if line is None:
+        return  # no line: nothing to use
+    used = lines.use(line, appointment.appointment_id, appointment.version)
+    if isinstance(used, lines.Refused):
+        return  # used already (arrived, then completed), or the booking is still requested
+    await invoices.save_line(tx.conn, used.line)
+    await announce(tx, used)
 
 
-async def held_line(tx: Transaction, appointment_id: UUID) -> Any:
+async def held_line(tx: Transaction, appointment_id: UUID) -> lines.Line | None:
     """The line holding the appointment, locked (I1: at most one), or None."""
-    return await tx.conn.fetchrow(
-        "SELECT line_id, line_number, status, appointment_id, appointment_version"
-        " FROM invoice_lines WHERE appointment_id = $1 FOR UPDATE",
+    row = await tx.conn.fetchrow(
+        f"SELECT {invoices.LINE_COLUMNS} FROM invoice_lines WHERE appointment_id = $1 FOR UPDATE",
         appointment_id,
     )
+    return None if row is None else invoices.line_of(row)
 
 
-async def use_if_attended(tx: Transaction, line_id: UUID, appointment_id: UUID) -> None:
-    """Called right after a link: if the patient already arrived, the session is used now. The
-    link has locked the appointment's link-version row, so an attendance being applied at the
-    same time has either committed (seen here) or waits and then finds the line linked."""
-    line = await tx.conn.fetchrow(
-        "UPDATE invoice_lines l SET status = 'used', version = l.version + 1 FROM link_versions v"
-        " WHERE l.line_id = $1 AND l.status = 'linked' AND l.appointment_id = $2"
-        " AND v.appointment_id = $2 AND v.attended"
-        " RETURNING l.line_id, l.line_number, l.appointment_id, l.appointment_version",
-        line_id,
-        appointment_id,
-    )
-    if line is not None:
-        await announce(tx, line, line["appointment_version"])
+async def use_attended(tx: Transaction, line: lines.Line, appointment_id: UUID) -> None:
+    """Called right after a link whose appointment's link-version row says the patient already
+    arrived: the session is used now. The link holds that row locked, so an attendance being
+    applied at the same time has either committed (seen by the link) or waits and then finds
+    the line linked."""
+    used = lines.applied(lines.use(line, appointment_id))
+    await invoices.save_line(tx.conn, used.line)
+    await announce(tx, used)
 
 
-async def announce(tx: Transaction, line: Any, appointment_version: int) -> None:
+async def announce(tx: Transaction, used: lines.Changed[lines.Used]) -> None:
     """LineUsed, with the session's share recognised (docs/revenue.md)."""
+    line_id = used.line.line_id
     now = invoices.moment(tx)
-    recognised = await revenue.line_spent(tx, line["line_id"], "recognised", now)
+    recognised = await revenue.line_spent(tx, line_id, "recognised", now)
     tx.publish(
         await invoices.line_event(
             tx.conn,
             LineUsed,
-            line["line_id"],
+            line_id,
             now=now,
-            appointment_id=line["appointment_id"],
-            appointment_version=appointment_version,
-            link_version=await invoices.next_link_version(tx.conn, line["appointment_id"]),
-            session_number=line["line_number"],
+            appointment_id=used.event.appointment_id,
+            appointment_version=used.event.appointment_version,
+            link_version=await invoices.next_link_version(tx.conn, used.event.appointment_id),
+            session_number=used.line.line_number,
             **recognised,
         )
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, overload
 from uuid import UUID
@@ -49,7 +49,7 @@ from packline_core.service import Service
 from packline_core.tracing import http_headers
 from pydantic import BaseModel, Field, SecretStr
 
-from packline_invoicing import commands, directory, invoices, rules
+from packline_invoicing import commands, directory, invoices, lines, rules
 from packline_invoicing.responses import (
     Availability,
     BookingRequested,
@@ -117,13 +117,13 @@ def outside_validity(field: str, valid_from: date, valid_until: date) -> HTTPExc
 
 
 @overload
-def only(allowed: list[str] | None, chosen: str | None, what: str) -> str: ...
+def only(allowed: Sequence[str] | None, chosen: str | None, what: str) -> str: ...
 @overload
 def only(
-    allowed: list[str] | None, chosen: str | None, what: str, *, required: bool
+    allowed: Sequence[str] | None, chosen: str | None, what: str, *, required: bool
 ) -> str | None: ...
 def only(
-    allowed: list[str] | None, chosen: str | None, what: str, *, required: bool = True
+    allowed: Sequence[str] | None, chosen: str | None, what: str, *, required: bool = True
 ) -> str | None:
     """The practitioner or location for this line: the one chosen (if the line allows it), or
     the only one the line allows; otherwise a refusal asking to choose (or None if optional)."""
@@ -233,49 +233,46 @@ def register_booking(
         booking is recorded as the verified caller's (``booked_by``)."""
         booked_by = acting(caller(request), booking.booked_by, ["body", "booked_by"])
         async with service.transaction() as tx:
-            line = await open_line(tx.conn, invoice_id, line_id, scope, lock=True)
-            if line["status"] != "open":
-                raise HTTPException(409, f"the line is {line['status']}")
+            line = invoices.line_of(await open_line(tx.conn, invoice_id, line_id, scope, lock=True))
+            refused = lines.booking_refusal(line)
+            if refused is not None:
+                raise HTTPException(409, refused.reason)
             invoice = await invoices.get_invoice(tx.conn, invoice_id)
             assert invoice is not None
             if not invoices.is_redeemable(invoice):
                 raise HTTPException(409, "the invoice is void, refunded or not paid yet")
-            validity = (line["valid_from"], line["valid_until"])
+            validity = (line.valid_from, line.valid_until)
             if booking.starts_at and not rules.may_be_within(booking.starts_at, *validity):
                 raise outside_validity("starts_at", *validity)
-            practitioner = only(line["practitioner_ids"], booking.practitioner_id, "practitioner")
-            location = only(line["location_ids"], booking.location_id, "location")
+            practitioner = only(line.practitioner_ids, booking.practitioner_id, "practitioner")
+            location = only(line.location_ids, booking.location_id, "location")
             # R15: the day as the location's clocks show it. A location invoicing has not heard
             # of yet (the directory may lag) can still be booked at an instant: the link that
             # follows judges the day in the zone the calendar's answer carries.
             zone = await directory.zone_of(tx.conn, location)
             starts_at = when(booking, zone, location)
-            day = clinic_time.local_day(starts_at, zone) if zone else None
-            if day is not None and not validity[0] <= day <= validity[1]:
+            if zone and not lines.valid_on(line, clinic_time.local_day(starts_at, zone)):
                 raise outside_validity(
                     "date" if booking.starts_at is None else "starts_at", *validity
                 )
             # Named by the line and its version: saving twice books one appointment.
-            appointment_id = derived_id("booking", line_id, line["version"])
-            await tx.conn.execute(
-                "UPDATE invoice_lines SET status = 'booking_requested', appointment_id = $2,"
-                " appointment_starts_at = $3, booking_requested_at = $4, note = NULL,"
-                " appointment_time_zone = $5, version = version + 1 WHERE line_id = $1",
-                line_id,
-                appointment_id,
-                starts_at,
-                clock(),
-                zone,
+            at = clock()
+            requested = lines.applied(
+                lines.request_booking(
+                    line, derived_id("booking", line_id, line.version), starts_at, zone, at
+                )
             )
+            await invoices.save_line(tx.conn, requested.line)
+            appointment_id = requested.event.appointment_id
             tx.publish(
                 BookAppointment(
-                    patient_id=line["patient_id"],
+                    patient_id=line.patient_id,
                     appointment_id=appointment_id,
                     practitioner_id=practitioner,
                     location_id=location,
                     starts_at=starts_at,
                     duration_minutes=booking.duration_minutes,
-                    fee_ids=[line["fee_id"]],
+                    fee_ids=[line.fee_id],
                     source=BookingSource.INVOICE,
                     invoice_line=InvoiceLineRef(invoice_id=invoice_id, line_id=line_id),
                     booked_by=booked_by,
@@ -286,9 +283,9 @@ def register_booking(
                     tx.conn,
                     LineBookingRequested,
                     line_id,
-                    now=clock(),
+                    now=at,
                     appointment_id=appointment_id,
-                    starts_at=starts_at,
+                    starts_at=requested.event.starts_at,
                 )
             )
         return {
@@ -338,17 +335,13 @@ def register_booking(
                 )
             if line["status"] != "linked":
                 raise HTTPException(409, f"the line is {line['status']}, not linked")
-            if await commands.unassign(tx, command):
-                # Audit on the line (shown with it until it is linked again): who, and when
-                # by the location's clocks.
-                staff = caller(request)
-                who = f"{staff.name} ({staff.sub})" if staff and staff.name != staff.sub else None
-                at = clinic_time.local(clock(), line["appointment_time_zone"])
-                await tx.conn.execute(
-                    "UPDATE invoice_lines SET note = $2 WHERE line_id = $1",
-                    line_id,
-                    f"unlinked by {who or unassigned_by} at {wording.moment(at)}",
-                )
+            # Audit on the line (shown with it until it is linked again): who, and when by the
+            # location's clocks.
+            staff = caller(request)
+            who = f"{staff.name} ({staff.sub})" if staff and staff.name != staff.sub else None
+            at = clinic_time.local(clock(), line["appointment_time_zone"])
+            note = f"unlinked by {who or unassigned_by} at {wording.moment(at)}"
+            await commands.unassign(tx, command, note=note)
         return {"status": "open", "invoice_id": invoice_id, "line_id": line_id}
 
     @http.delete(
@@ -399,7 +392,7 @@ def register_booking(
                     409, f"the line is {line['status']}: no booking request is waiting"
                 )
             note = f"booking request released by {released_by}" + (f": {reason}" if reason else "")
-            await release_request(tx, line_id, line["appointment_id"], note)
+            await release_request(tx, invoices.line_of(line), line["appointment_id"], note)
         return {
             "status": "open",
             "invoice_id": invoice_id,
@@ -445,36 +438,34 @@ def register_booking_results(consumer: MessageConsumer) -> None:
         if ref is None:
             return
         line = await invoices.get_line(tx.conn, ref.line_id, for_update=True)
-        if line is None or line["appointment_id"] != event.appointment_id:
-            return  # a refusal of a request released meanwhile: nothing left to undo
-        await release_request(tx, ref.line_id, event.appointment_id, event.reason)
+        if line is not None:
+            # A refusal of a request released meanwhile leaves nothing to undo (refused).
+            await release_request(tx, invoices.line_of(line), event.appointment_id, event.reason)
 
 
 async def release_request(
-    tx: Transaction, line_id: UUID, appointment_id: UUID, reason: str
-) -> None:
+    tx: Transaction, line: lines.Line, appointment_id: UUID, reason: str
+) -> bool:
     """The line's booking request ends without an appointment (the calendar refused it, it
     timed out, or staff released it): open again, with the reason on the line. Announced as
     LineBookingRefused in every case, so the matcher frees the line and remembers the request's
-    appointment as not to be linked on its own."""
-    await tx.conn.execute(
-        "UPDATE invoice_lines SET status = 'open', appointment_id = NULL,"
-        " appointment_starts_at = NULL, appointment_time_zone = NULL,"
-        " booking_requested_at = NULL, note = $2,"
-        " version = version + 1 WHERE line_id = $1",
-        line_id,
-        reason,
-    )
+    appointment as not to be linked on its own. False (nothing changed) when the line no longer
+    holds that appointment, or is final."""
+    released = lines.release(line, appointment_id, note=reason)
+    if isinstance(released, lines.Refused):
+        return False
+    await invoices.save_line(tx.conn, released.line)
     tx.publish(
         await invoices.line_event(
             tx.conn,
             LineBookingRefused,
-            line_id,
+            line.line_id,
             now=invoices.moment(tx),
-            appointment_id=appointment_id,
+            appointment_id=released.event.appointment_id,
             reason=reason,
         )
     )
+    return True
 
 
 class BookingRequestSweep:
@@ -524,7 +515,7 @@ class BookingRequestSweep:
         note = rules.unanswered_note(self.timeout)
         async with self.service.transaction() as tx:
             rows = await tx.conn.fetch(
-                "SELECT line_id, appointment_id, booking_requested_at FROM invoice_lines"
+                f"SELECT {invoices.LINE_COLUMNS} FROM invoice_lines"
                 " WHERE status = 'booking_requested' AND booking_requested_at <= $1"
                 " ORDER BY booking_requested_at LIMIT $2 FOR UPDATE SKIP LOCKED",
                 rules.overdue_before(now, self.timeout),
@@ -539,7 +530,8 @@ class BookingRequestSweep:
             )
             for row in rows:
                 if row["line_id"] in overdue:
-                    await release_request(tx, row["line_id"], row["appointment_id"], note)
+                    line = invoices.line_of(row)
+                    await release_request(tx, line, row["appointment_id"], note)
         if overdue:
             log.info("booking requests released", count=len(overdue), reason=note)
         return len(rows)

@@ -47,7 +47,7 @@ from packline_core.errors import Rejected
 from packline_core.outbox import Transaction
 from pydantic import TypeAdapter, ValidationError
 
-from packline_invoicing import attendance, directory, invoices, known, revenue, rules
+from packline_invoicing import attendance, directory, invoices, known, lines, revenue, rules
 
 
 def register_commands(consumer: MessageConsumer) -> None:
@@ -397,8 +397,9 @@ async def release_all(tx: Transaction, invoice_id: UUID, *, by: str) -> None:
     invoice); the appointments stay booked. The lines are locked before their status is read:
     a session used at the same moment (attendance, another consumer) is then seen used and
     stays used, never opened again by the void."""
-    for line in await invoices.lines_of(tx.conn, invoice_id, for_update=True):
-        if line["status"] in (LineStatus.LINKED.value, LineStatus.BOOKING_REQUESTED.value):
+    for row in await invoices.lines_of(tx.conn, invoice_id, for_update=True):
+        line = invoices.line_of(row)
+        if line.status in (LineStatus.LINKED, LineStatus.BOOKING_REQUESTED):
             await release(tx, line, UnlinkReason.INVOICE_VOIDED, by=by)
 
 
@@ -439,86 +440,71 @@ async def apply_link(
     row = await invoices.line_and_invoice(tx.conn, line_id)
     if row is None or row["invoice_id"] != invoice_id:
         return refused(LinkRefusalCode.UNKNOWN_LINE, f"no line {line_id} on invoice {invoice_id}")
-    problem = rules.link_refusal(
-        invoices.line_state(row),
+    outcome = lines.link(
+        invoices.line_of(row),
         appointment,
         invoices.is_redeemable(row, status_column="invoice_status"),
     )
-    if problem:
-        return refused(*problem)
-    # I1 is the unique index's to enforce; the NOT EXISTS answers the usual case without an
-    # error (and without a savepoint's two round trips). Two links of one appointment racing
-    # past it (replicas overlapping in a rebalance) fail the batch on the index; retried, the
-    # loser finds the other line here.
-    linked = await tx.conn.fetchval(
-        "UPDATE invoice_lines SET status = 'linked', appointment_id = $2,"
-        " appointment_starts_at = $3, appointment_version = $4, appointment_time_zone = $5,"
-        " note = NULL, booking_requested_at = NULL, version = version + 1 WHERE line_id = $1"
-        " AND NOT EXISTS (SELECT 1 FROM invoice_lines other"
-        " WHERE other.appointment_id = $2 AND other.line_id <> $1) RETURNING 1",
-        line_id,
-        appointment.appointment_id,
-        appointment.starts_at,
-        appointment.version,
-        appointment.time_zone,
-    )
-    if not linked:
+    if isinstance(outcome, lines.Refused):
+        return refused(LinkRefusalCode(outcome.code), outcome.reason)
+    if not await invoices.save_line(tx.conn, outcome.line, taking_appointment=True):
         return refused(
             LinkRefusalCode.APPOINTMENT_ALREADY_LINKED, "the appointment redeems another line"
         )
+    link_version, attended = await invoices.next_link_version_and_attendance(
+        tx.conn, appointment.appointment_id
+    )
     tx.publish(
         await invoices.line_event(
             tx.conn,
             LineLinked,
             line_id,
             now=invoices.moment(tx),
-            appointment_id=appointment.appointment_id,
-            appointment_version=appointment.version,
-            link_version=await invoices.next_link_version(tx.conn, appointment.appointment_id),
-            session_number=row["line_number"],
+            appointment_id=outcome.event.appointment_id,
+            appointment_version=outcome.event.appointment_version,
+            link_version=link_version,
+            session_number=outcome.line.line_number,
             rule=rule,
         )
     )
-    # Attendance recorded before this link arrived (a walk-in) uses the session at once.
-    await attendance.use_if_attended(tx, line_id, appointment.appointment_id)
+    if attended:
+        # Attendance recorded before this link arrived (a walk-in) uses the session at once.
+        await attendance.use_attended(tx, outcome.line, appointment.appointment_id)
     return True
 
 
 async def release(
     tx: Transaction,
-    line: Any,
+    line: lines.Line,
     reason: UnlinkReason,
     *,
     forfeit_reason: str | None = None,
     by: str | None = None,
+    note: str | None = None,
 ) -> None:
-    """Free a line (or, under the late-cancel policy, mark its session used) and say so."""
-    appointment_id = line["appointment_id"]
+    """Free a line, showing ``note`` (or, under the late-cancel policy, forfeit its session)
+    and say so."""
+    assert line.appointment_id is not None, f"line {line.line_id} holds no appointment"
+    appointment_id = line.appointment_id
+    event_type: Any
+    detail: dict[str, Any]
     if forfeit_reason:
-        await tx.conn.execute(
-            "UPDATE invoice_lines SET status = 'forfeited', booking_requested_at = NULL,"
-            " version = version + 1 WHERE line_id = $1",
-            line["line_id"],
-        )
-        event_type: Any = LineForfeited
-        detail: dict[str, Any] = {
-            "reason": forfeit_reason,
-            **await revenue.line_spent(tx, line["line_id"], "forfeited", invoices.moment(tx)),
+        forfeited = lines.applied(lines.forfeit(line, appointment_id, forfeit_reason))
+        await invoices.save_line(tx.conn, forfeited.line)
+        event_type = LineForfeited
+        detail = {
+            "reason": forfeited.event.reason,
+            **await revenue.line_spent(tx, line.line_id, "forfeited", invoices.moment(tx)),
         }
     else:
-        await tx.conn.execute(
-            "UPDATE invoice_lines SET status = 'open', appointment_id = NULL,"
-            " appointment_starts_at = NULL, appointment_version = NULL,"
-            " appointment_time_zone = NULL,"
-            " booking_requested_at = NULL, version = version + 1 WHERE line_id = $1",
-            line["line_id"],
-        )
+        released = lines.applied(lines.release(line, appointment_id, note=note))
+        await invoices.save_line(tx.conn, released.line)
         event_type, detail = LineUnlinked, {"reason": reason, "unlinked_by": by}
     tx.publish(
         await invoices.line_event(
             tx.conn,
             event_type,
-            line["line_id"],
+            line.line_id,
             now=invoices.moment(tx),
             appointment_id=appointment_id,
             link_version=await invoices.next_link_version(tx.conn, appointment_id),
@@ -529,12 +515,13 @@ async def release(
 
 async def unlink(tx: Transaction, envelope: Envelope[UnlinkAppointment]) -> None:
     command = envelope.payload
-    line = await invoices.get_line(tx.conn, command.line_id, for_update=True)
-    if line is None or line["invoice_id"] != command.invoice_id:
+    row = await invoices.get_line(tx.conn, command.line_id, for_update=True)
+    if row is None or row["invoice_id"] != command.invoice_id:
         return refuse(tx, command, f"no line {command.line_id} on this invoice", command.line_id)
-    if line["appointment_id"] == command.appointment_id and line["status"] == "used":
+    line = invoices.line_of(row)
+    if line.appointment_id == command.appointment_id and line.status == LineStatus.USED:
         return refuse(tx, command, attendance.USED_STAYS, command.line_id)
-    if line["appointment_id"] != command.appointment_id or line["status"] != "linked":
+    if line.appointment_id != command.appointment_id or line.status != LineStatus.LINKED:
         if await known.withdraw(tx, command.line_id, command.appointment_id):
             return None  # its link was still waiting for the calendar's event: withdrawn
         return refuse(tx, command, "the line does not hold that appointment", command.line_id)
@@ -547,20 +534,23 @@ async def unlink(tx: Transaction, envelope: Envelope[UnlinkAppointment]) -> None
     await release(tx, line, command.reason, forfeit_reason=forfeit)
 
 
-async def unassign(tx: Transaction, command: UnassignInvoiceLine) -> bool:
-    """R8: staff unlink an appointment from a line; the line is free again."""
-    line = await invoices.get_line(tx.conn, command.line_id, for_update=True)
+async def unassign(
+    tx: Transaction, command: UnassignInvoiceLine, *, note: str | None = None
+) -> bool:
+    """R8: staff unlink an appointment from a line; the line is free again, showing ``note``."""
+    row = await invoices.get_line(tx.conn, command.line_id, for_update=True)
     if (
-        line is None
-        or line["invoice_id"] != command.invoice_id
-        or line["patient_id"] != command.patient_id
+        row is None
+        or row["invoice_id"] != command.invoice_id
+        or row["patient_id"] != command.patient_id
     ):
         refuse(tx, command, f"no line {command.line_id} on this patient's invoice", command.line_id)
         return False
-    if line["status"] != "linked":
-        refuse(tx, command, f"the line is {line['status']}, not linked", command.line_id)
+    line = invoices.line_of(row)
+    if line.status != LineStatus.LINKED:
+        refuse(tx, command, f"the line is {line.status.value}, not linked", command.line_id)
         return False
-    await release(tx, line, UnlinkReason.UNASSIGNED_BY_STAFF, by=command.unassigned_by)
+    await release(tx, line, UnlinkReason.UNASSIGNED_BY_STAFF, by=command.unassigned_by, note=note)
     return True
 
 

@@ -19,31 +19,83 @@ from packline_contracts.types import Balance, LateCancelPolicy, Restriction
 from packline_core.db import Connection
 from packline_core.outbox import Transaction
 
-from packline_invoicing import rules
+from packline_invoicing import lines, rules
 
 LINE_COLUMNS = (
     "line_id, invoice_id, line_number, patient_id, fee_id, practitioner_ids, location_ids,"
     " valid_from, valid_until, status, appointment_id, appointment_starts_at,"
-    " appointment_version, appointment_time_zone, note, version, share_cents"
+    " appointment_version, appointment_time_zone, booking_requested_at, note, version, share_cents"
 )
 # The same, for queries that join the invoice (both tables have a patient_id).
 LINE_COLUMNS_OF_L = ", ".join(f"l.{column.strip()}" for column in LINE_COLUMNS.split(","))
 
 
-def line_state(row: asyncpg.Record) -> rules.LineState:
-    return rules.LineState(
+def line_of(row: asyncpg.Record) -> lines.Line:
+    """The line model of a row read with LINE_COLUMNS."""
+    practitioners, locations = row["practitioner_ids"], row["location_ids"]
+    return lines.Line(
         line_id=row["line_id"],
         invoice_id=row["invoice_id"],
+        line_number=row["line_number"],
         patient_id=row["patient_id"],
         fee_id=row["fee_id"],
-        practitioner_ids=row["practitioner_ids"],
-        location_ids=row["location_ids"],
+        practitioner_ids=None if practitioners is None else tuple(practitioners),
+        location_ids=None if locations is None else tuple(locations),
         valid_from=row["valid_from"],
         valid_until=row["valid_until"],
         status=LineStatus(row["status"]),
         appointment_id=row["appointment_id"],
         appointment_starts_at=row["appointment_starts_at"],
+        appointment_version=row["appointment_version"],
+        appointment_time_zone=row["appointment_time_zone"],
+        booking_requested_at=row["booking_requested_at"],
+        note=row["note"],
+        version=row["version"],
     )
+
+
+class LineChanged(Exception):
+    """A line was written over by another transaction between its read and its save. Every
+    writer locks the line it reads, so this is a bug, never a race to retry."""
+
+
+# A line's new state, written whole: keyed by its id and the version it was read at (one below
+# the new one). The NOT EXISTS keeps a line from taking an appointment another line holds (I1):
+# the unique index enforces it; this answers the usual case without an error (and without a
+# savepoint's two round trips). Two links of one appointment racing past it (replicas
+# overlapping in a rebalance) fail the batch on the index; retried, the loser finds the other
+# line here.
+SAVE_LINE = (
+    "UPDATE invoice_lines SET status = $2, appointment_id = $3, appointment_starts_at = $4,"
+    " appointment_version = $5, appointment_time_zone = $6, booking_requested_at = $7,"
+    " note = $8, version = $9 WHERE line_id = $1 AND version = $9 - 1"
+    " AND NOT EXISTS (SELECT 1 FROM invoice_lines other"
+    " WHERE other.appointment_id = $3 AND other.line_id <> $1) RETURNING 1"
+)
+
+
+async def save_line(
+    conn: Connection, line: lines.Line, *, taking_appointment: bool = False
+) -> bool:
+    """Write ``line`` as a transition (packline_invoicing.lines) left it, in one UPDATE. A link
+    (``taking_appointment``) may find its appointment held by another line (I1): False, and
+    nothing is written. Any other save holds no appointment, or its own, or a new one named by
+    the line, so finding nothing to write means the line changed since it was read: LineChanged."""
+    saved = await conn.fetchval(
+        SAVE_LINE,
+        line.line_id,
+        line.status.value,
+        line.appointment_id,
+        line.appointment_starts_at,
+        line.appointment_version,
+        line.appointment_time_zone,
+        line.booking_requested_at,
+        line.note,
+        line.version,
+    )
+    if not saved and not taking_appointment:
+        raise LineChanged(f"line {line.line_id} is no longer at version {line.version - 1}")
+    return bool(saved)
 
 
 def to_line(row: asyncpg.Record) -> InvoiceLine:
@@ -212,13 +264,24 @@ async def line_event(
 
 
 async def next_link_version(conn: Connection, appointment_id: UUID) -> int:
-    version: int = await conn.fetchval(
+    version, _ = await next_link_version_and_attendance(conn, appointment_id)
+    return version
+
+
+async def next_link_version_and_attendance(
+    conn: Connection, appointment_id: UUID
+) -> tuple[int, bool]:
+    """The appointment's next link version, and whether its patient already attended
+    (packline_invoicing.attendance). The row stays locked until the transaction ends, so an
+    attendance being recorded at the same time has either committed (and shows here) or waits."""
+    row = await conn.fetchrow(
         "INSERT INTO link_versions (appointment_id, link_version) VALUES ($1, 1)"
         " ON CONFLICT (appointment_id) DO UPDATE SET link_version = link_versions.link_version + 1"
-        " RETURNING link_version",
+        " RETURNING link_version, attended",
         appointment_id,
     )
-    return version
+    assert row is not None
+    return row["link_version"], row["attended"]
 
 
 async def seen_at(conn: Connection, patient_id: str) -> list[str]:

@@ -1,18 +1,16 @@
-"""Invoicing's rules, without I/O: validity, redeemability, balances, and whether a line can take
-an appointment (R6) — checked again here whatever the matcher decided."""
+"""Invoicing's rules, without I/O: validity, redeemability, balances, sales and revenue shares.
+Whether a line can take an appointment (R6) is the line model's (packline_invoicing.lines)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
-from packline_contracts import clinic_time, wording
 from packline_contracts.catalogue import Package
-from packline_contracts.invoices import InvoiceStatus, LineStatus, LinkRefusalCode, PurchaseChannel
-from packline_contracts.types import Appointment, Balance, Restriction
+from packline_contracts.invoices import InvoiceStatus, LineStatus, PurchaseChannel
+from packline_contracts.types import Balance, Restriction
 
 
 def valid_until(package: Package, issued_on: date) -> date:
@@ -46,61 +44,6 @@ def redeemable(status: InvoiceStatus, pay_before_use: bool, paid: int, price: in
     if status in (InvoiceStatus.VOID, InvoiceStatus.REFUNDED):
         return False
     return not pay_before_use or paid >= price
-
-
-@dataclass(frozen=True)
-class LineState:
-    line_id: UUID
-    invoice_id: UUID
-    patient_id: str
-    fee_id: str
-    practitioner_ids: list[str] | None
-    location_ids: list[str] | None
-    valid_from: date
-    valid_until: date
-    status: LineStatus
-    appointment_id: UUID | None
-    appointment_starts_at: datetime | None
-
-
-def link_refusal(
-    line: LineState, appointment: Appointment, invoice_redeemable: bool
-) -> tuple[LinkRefusalCode, str] | None:
-    """Why ``line`` cannot redeem ``appointment`` now, or None (R6 and I1)."""
-    if line.patient_id != appointment.patient_id:
-        return LinkRefusalCode.WRONG_PATIENT, "the line belongs to another patient"
-    # The line's own appointment may link again: booked from the line, or moved (R10: the
-    # line keeps it and shows the new date).
-    taken_by_other = line.status != LineStatus.OPEN and not (
-        line.status in (LineStatus.BOOKING_REQUESTED, LineStatus.LINKED)
-        and line.appointment_id == appointment.appointment_id
-    )
-    if taken_by_other:
-        return LinkRefusalCode.LINE_TAKEN, f"the line is {line.status.value}"
-    if line.fee_id not in appointment.fee_ids:
-        return LinkRefusalCode.FEE_NOT_COVERED, f"the line is for fee {line.fee_id}"
-    if (
-        line.practitioner_ids is not None
-        and appointment.practitioner_id not in line.practitioner_ids
-    ):
-        return (
-            LinkRefusalCode.PRACTITIONER_NOT_ALLOWED,
-            f"the line is only for {', '.join(line.practitioner_ids)}",
-        )
-    if line.location_ids is not None and appointment.location_id not in line.location_ids:
-        return (
-            LinkRefusalCode.LOCATION_NOT_ALLOWED,
-            f"the line is only for {', '.join(line.location_ids)}",
-        )
-    day = clinic_time.local_day(appointment.starts_at, appointment.time_zone)
-    if not line.valid_from <= day <= line.valid_until:
-        return (
-            LinkRefusalCode.OUTSIDE_VALIDITY,
-            f"valid {wording.day(line.valid_from)} to {wording.day(line.valid_until)}",
-        )
-    if not invoice_redeemable:
-        return LinkRefusalCode.NOT_REDEEMABLE, "the invoice is void, refunded or not paid yet"
-    return None
 
 
 def balance(
