@@ -147,6 +147,12 @@ OUTSIDE_PRODUCERS: tuple[str, ...] = (
     "patient-records",
 )
 
+# Outside readers: topics a kind of outside principal reads by assigning itself their partitions
+# (no consumer group), e.g. the staff console's live page updates.
+OUTSIDE_READERS: dict[str, tuple[Topic, ...]] = {
+    "staff-front-end": (CALENDAR_EVENTS, INVOICING_EVENTS, MATCHER_EVENTS),
+}
+
 TOPICS: tuple[Topic, ...] = (
     CALENDAR_COMMANDS,
     CALENDAR_EVENTS,

@@ -528,8 +528,8 @@ async def test_swagger_ui_works_under_the_policy(
         response = await page.goto(f"{url}/docs")
         assert response is not None and response.status == 200
         assert_secured(await response.all_headers(), "/docs")
-        # live, and the calendar commands: book, reschedule, cancel, delete
-        await expect(page.locator(".opblock")).to_have_count(5, timeout=30_000)
+        # health, the live stream, and the calendar commands: book, reschedule, cancel, delete
+        await expect(page.locator(".opblock")).to_have_count(6, timeout=30_000)
         await expect(
             page.locator(".opblock-summary-path", has_text="/commands/appointments")
         ).not_to_have_count(0)

@@ -168,6 +168,31 @@ async def test_book_from_the_grid_and_find_the_patient(
                 )
                 await dialog.get_by_role("button", name="Cancel").click()
 
+                # A time the calendar itself refuses (yesterday: nothing clashes, so the page
+                # sends it): its reason arrives over the live stream, not after a 30 s wait.
+                yesterday = (datetime.now(sydney) - timedelta(days=1)).date().isoformat()
+                await calendar.get_by_role("button", name="New appointment").click()
+                await dialog.get_by_label("With").select_option(DR_A)
+                await dialog.get_by_label("Date").fill(yesterday)
+                await dialog.get_by_label("Time").fill("10:00")
+                await dialog.get_by_label("Patient name").fill(name)
+                await dialog.get_by_role("button", name=name).click()
+                await dialog.get_by_role("button", name="Book").click()
+                await expect(dialog.locator("#book-status")).to_contain_text(
+                    re.compile(r"Not booked: .*10:00.* is in the past\."), timeout=8_000
+                )
+                await dialog.get_by_role("button", name="Cancel").click()
+
+                # Booked elsewhere (online, say): the grid shows it without being asked.
+                await producer.send(
+                    booking(
+                        "walk-in", datetime.fromisoformat(f"{day}T16:00").replace(tzinfo=sydney)
+                    )
+                )
+                await expect(grid.locator(".fc-event", has_text="walk-in")).to_contain_text(
+                    "16:00", timeout=8_000
+                )
+
                 # Drag two hours later in the same column: the calendar moves it, the grid
                 # follows (a move by the pointer, as a person drags).
                 later = f"{int(slot[:2]) + 2:02d}:00"

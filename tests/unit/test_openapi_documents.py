@@ -62,6 +62,8 @@ ROUTE_ANSWERS: dict[str, dict[str, set[int]]] = {
     },
     "console": {
         "GET /health/live": {200},
+        # 502: the calendar, which says who the caller is, does not answer.
+        "GET /live": {200, 502},
         "POST /commands/appointments": {202, 502},
         # 404: a caller limited to clinics cancels only an appointment the calendar shows them.
         "POST /commands/appointments/{appointment_id}/reschedule": {202, 404, 502},
@@ -146,7 +148,12 @@ def typed(doc: dict[str, Any], schema: dict[str, Any]) -> bool:
 
 def body_schema(answer: dict[str, Any]) -> dict[str, Any]:
     content = answer.get("content", {})
-    # JSON always; a report may also answer CSV (?format=csv), a string.
+    # JSON always; a report may also answer CSV (?format=csv), a string; the console's live
+    # stream answers Server-Sent Events, each an object (event, data, retry).
+    if list(content) == ["text/event-stream"]:
+        stream: dict[str, Any] = content["text/event-stream"]["schema"]
+        assert stream["type"] == "object" and stream["description"], answer
+        return stream
     assert list(content) in (["application/json"], ["application/json", "text/csv"]), answer
     schema: dict[str, Any] = content["application/json"]["schema"]
     return schema

@@ -10,6 +10,8 @@ calendar grid's script (FullCalendar) is served from the console's own npm insta
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import os
 from collections.abc import AsyncIterator
@@ -23,7 +25,7 @@ from uuid import UUID, uuid4
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from packline_contracts import clinic_time
 from packline_contracts.appointments import (
@@ -49,6 +51,7 @@ from packline_core.http_errors import install_error_answers, invalid
 from packline_core.openapi import BAD_GATEWAY, NOT_FOUND
 from pydantic import BaseModel, Field
 
+from packline_console.live import LIVE_EVENTS, LiveFeed, Viewer
 from packline_console.responses import CommandSent, ConsoleAlive
 from packline_console.security import CredentialsFirst, SecurityHeaders
 from packline_console.settings import ConsoleSettings
@@ -134,6 +137,7 @@ class Move(BaseModel):
 
 def create_app(settings: ConsoleSettings) -> FastAPI:
     state: dict[str, Any] = {}
+    feed = LiveFeed(settings.client_options(), settings.topic_prefix)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -146,7 +150,13 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             ) as producer,
         ):
             state["http"], state["producer"] = client, producer
-            yield
+            reading = asyncio.create_task(feed.run(), name="console-live-feed")
+            try:
+                yield
+            finally:
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
 
     app = FastAPI(
         title="Packline staff console",
@@ -156,7 +166,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         redoc_url=None,
     )
     # The commands need the staff token (the calendar checks it); /docs from local assets.
-    openapi.install(app, protected=lambda path: path.startswith("/commands/"))
+    openapi.install(app, protected=lambda path: path.startswith(("/commands/", "/live")))
     install_error_answers(app)
     # Added last, runs first: no bearer token, 401 before the body is read; then its ceiling.
     app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes)
@@ -181,6 +191,44 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                 404, f"{name} is not installed (npm ci --prefix services/console --ignore-scripts)"
             )
         return FileResponse(path, media_type="text/javascript")
+
+    @app.get(
+        "/live",
+        tags=["live updates"],
+        response_class=StreamingResponse,
+        responses={
+            **BAD_GATEWAY,
+            200: {
+                "content": {
+                    "text/event-stream": {
+                        "schema": {
+                            "description": "One Server-Sent Event (see above).",
+                            "type": "object",
+                            "properties": {
+                                "event": {"enum": [*LIVE_EVENTS]},
+                                "data": {"type": "string", "description": "A JSON object."},
+                                "retry": {"type": "integer"},
+                            },
+                        }
+                    }
+                }
+            },
+        },
+    )
+    async def live_updates(request: Request) -> StreamingResponse:
+        """What happens in the clinic, as Server-Sent Events, for the caller's page: `appointment`
+        (booked, moved, changed, cancelled, deleted, attended), `package` (its package note
+        changed), `not_matched` (with the matcher's summary), `refused` (the calendar's code and
+        reason; only to whoever gave the command) and `reload` (notices were missed: show
+        everything afresh). Each event's data is a JSON object naming the appointment; only
+        appointments at the caller's clinics are told (docs/console.md)."""
+        who = await ask_calendar(request, "/whoami")
+        actor = str(who["sub"]) if who.get("authenticated") else "staff-console"
+        return StreamingResponse(
+            feed.stream(Viewer.of(who, actor)),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
 
     @app.get("/health/live", tags=["operations"], response_model=ConsoleAlive)
     async def live() -> dict[str, str]:
@@ -291,6 +339,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         zones = {loc["location_id"]: loc.get("time_zone") for loc in directory["locations"]}
         starts_at = booking.instant(zones.get(booking.location_id))
         appointment_id = uuid4()
+        feed.asked(appointment_id, who["actor"])
         await state["producer"].send(
             BookAppointment(
                 patient_id=booking.patient_id,
@@ -323,6 +372,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             directory = await calendar_directory(request)
             zones = {loc["location_id"]: loc.get("time_zone") for loc in directory["locations"]}
             zone = zones.get(move.location_id or "")
+        feed.asked(appointment_id, who["actor"])
         await state["producer"].send(
             RescheduleAppointment(
                 patient_id=move.patient_id,
@@ -346,6 +396,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         who = await staff_only(request, "cancel")
         await same_patient(request, who, appointment_id, change.patient_id)
         actor = who["actor"]
+        feed.asked(appointment_id, actor)
         await state["producer"].send(
             CancelAppointment(
                 patient_id=change.patient_id,
@@ -368,6 +419,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         who = await staff_only(request, "cancel")
         await same_patient(request, who, appointment_id, change.patient_id)
         actor = who["actor"]
+        feed.asked(appointment_id, actor)
         await state["producer"].send(
             DeleteAppointment(
                 patient_id=change.patient_id, appointment_id=appointment_id, deleted_by=actor

@@ -5,7 +5,8 @@ of outside producer is its own principal, allowed only its job).
   service its events and dead letters, the outside producers the commands topics, the matcher
   alone ``packline.invoicing.links``.
 - Each consumer of the registry may READ its topics, in its consumer group
-  ``<prefix>packline.<service>.<name>`` (READ on the group).
+  ``<prefix>packline.<service>.<name>`` (READ on the group); an outside reader (the staff
+  console's live updates) may READ the topics the registry names for it, without a group.
 
 ``packline-admin acls`` prints them, one a line (``deploy/kafka/kafka.sh acls`` applies them to
 the local broker), or as ``kafka-acls.sh`` commands for a production cluster; ``--apply`` creates
@@ -42,7 +43,13 @@ from aiokafka.protocol.types import (
     Schema,
     TaggedFields,
 )
-from packline_contracts.topics import CONSUMERS, OUTSIDE_PRODUCERS, SERVICES, TOPICS
+from packline_contracts.topics import (
+    CONSUMERS,
+    OUTSIDE_PRODUCERS,
+    OUTSIDE_READERS,
+    SERVICES,
+    TOPICS,
+)
 
 from packline_core.kafka import KafkaSettings
 
@@ -90,6 +97,9 @@ def acls(prefix: str = "", users: Mapping[str, str] | None = None) -> list[Acl]:
         found.add(Acl(principal, "GROUP", group, "READ"))
         for topic in consumer.topics:
             found.add(Acl(principal, "TOPIC", prefix + topic.name, "READ"))
+    for kind, topics in OUTSIDE_READERS.items():
+        for topic in topics:
+            found.add(Acl(principal_of(kind), "TOPIC", prefix + topic.name, "READ"))
     return sorted(found)
 
 

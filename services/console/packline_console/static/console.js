@@ -108,6 +108,78 @@ const feeName = (id) => state.fees.find((f) => f.fee_id === id)?.name ?? id;
 const feeMinutes = (id) => state.fees.find((f) => f.fee_id === id)?.duration_minutes;
 const addDays = (isoDay, n) => new Date(Date.parse(`${isoDay}T00:00:00Z`) + n * 86400000).toISOString().slice(0, 10);
 
+// --- live updates ---------------------------------------------------------------------------
+
+// The console's /live stream (Server-Sent Events, read with fetch so that it carries the token):
+// the grid and the open panel follow what happens in the clinic, and a booking or a move that
+// waits for the calendar's answer hears it, a refusal with its reason, as soon as it is published.
+const live = { connected: false, waiting: new Map(), refresh: null };
+
+async function listen() {
+  while (token()) {
+    try {
+      const response = await fetch("/live", { headers: { authorization: `Bearer ${token()}` } });
+      if (!response.ok) throw new Error(`the live stream answered ${response.status}`);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
+          const block = buffer.slice(0, end).split("\n");
+          buffer = buffer.slice(end + 2);
+          const kind = block.find((l) => l.startsWith("event: "))?.slice(7);
+          const data = block.find((l) => l.startsWith("data: "))?.slice(6);
+          if (kind && data) heard(kind, JSON.parse(data));
+        }
+      }
+    } catch (error) {
+      // Down or refused: the page asks the services itself meanwhile (see answered()).
+    }
+    live.connected = false;
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+  }
+}
+
+function heard(kind, notice) {
+  if (kind === "ready") { live.connected = notice.reading; return; }
+  live.waiting.get(notice.appointment_id)?.(kind, notice);
+  const shown = kind === "reload" || notice.location_id === $("cal-location").value
+    || grid.appointments.some((a) => a.appointment_id === notice.appointment_id);
+  if (!$("calendar").hidden && shown) {
+    clearTimeout(live.refresh);  // a burst of events: one refresh
+    live.refresh = setTimeout(async () => {
+      await showCalendar();
+      const open = state.appointment?.appointment_id;
+      if ($("panel").open && open && (kind === "reload" || open === notice.appointment_id)) await openPanel(open);
+    }, 250);
+  }
+}
+
+// The next notice about an appointment, or null after `ms`.
+function nextNotice(appointmentId, ms) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => { live.waiting.delete(appointmentId); resolve(null); }, ms);
+    live.waiting.set(appointmentId, (kind, notice) => { clearTimeout(timer); live.waiting.delete(appointmentId); resolve({ kind, notice }); });
+  });
+}
+
+// Until `probe` shows the calendar's answer about an appointment: { result } when it does,
+// { refused } (the calendar's reason) as soon as the live stream says so, {} after `seconds`.
+// Each notice about it asks again at once; without the stream, every half second.
+async function answered(appointmentId, probe, seconds = 30) {
+  const deadline = Date.now() + seconds * 1000;
+  for (;;) {
+    const result = await probe().catch(() => null);
+    if (result) return { result };
+    const left = deadline - Date.now();
+    if (left <= 0) return {};
+    const told = await nextNotice(appointmentId, Math.min(left, live.connected ? 5000 : 500));
+    if (told?.kind === "refused") return { refused: told.notice };
+  }
+}
+
 // --- signing in -----------------------------------------------------------------------------
 
 async function signIn(candidate) {
@@ -137,6 +209,7 @@ async function signIn(candidate) {
   $("cal-day").value = $("new-date").value = today(zoneOf($("cal-location").value));
   if (matchMedia("(max-width: 40rem)").matches) $("cal-view").value = "1";
   show(SCREENS.includes(location.hash.slice(1)) ? location.hash.slice(1) : "invoices");
+  listen();
 }
 
 // Who the services take the token for (the calendar's /whoami): what the staff member does is
@@ -575,8 +648,9 @@ async function moveAppointment(info) {
     return refuse(error.message);
   }
   const wanted = `${to.date}T${to.time}`;
-  const moved = await until(async () => (await api("calendar", `appointments/${a.appointment_id}`)).local_starts_at.startsWith(wanted), 30);
-  if (!moved) return refuse("the calendar has not confirmed the move in 30 s (it refuses a time that is taken; see the appointment).");
+  const outcome = await answered(a.appointment_id, async () => (await api("calendar", `appointments/${a.appointment_id}`)).local_starts_at.startsWith(wanted));
+  if (outcome.refused) return refuse(`${outcome.refused.reason}.`);
+  if (!outcome.result) return refuse("the calendar has not answered in 30 s: see the appointment in a moment.");
   await showCalendar();
   status.textContent = `Moved ${a.patient_name || a.patient_id} to ${to.time} on ${localDay(to.date)}.`;
   if (state.appointment?.appointment_id === a.appointment_id) await openPanel(a.appointment_id);
@@ -631,10 +705,12 @@ async function change(action) {
     return;
   }
   const wanted = action === "cancel" ? "cancelled" : "deleted";
-  const done = await until(async () => (await api("calendar", `appointments/${appointment.appointment_id}`)).status === wanted);
-  if (!done) {
+  const outcome = await answered(appointment.appointment_id, async () => (await api("calendar", `appointments/${appointment.appointment_id}`)).status === wanted);
+  if (!outcome.result) {
     status.classList.add("error");
-    status.textContent = `The calendar has not confirmed it in 30 s: look again in a moment.`;
+    status.textContent = outcome.refused
+      ? `Not ${wanted}: ${outcome.refused.reason}.`
+      : "The calendar has not answered in 30 s: look again in a moment.";
     return;
   }
   $("panel").close();
@@ -657,8 +733,10 @@ async function bookAppointment(body, status) {
   } catch (error) {
     return refused(error.message);
   }
-  const booked = await until(() => api("calendar", `appointments/${answer.appointment_id}`));
-  if (!booked) return refused("the calendar has not confirmed it in 30 s, so it refused it (the time may have been taken meanwhile, or the fee is not offered there).");
+  const outcome = await answered(answer.appointment_id, () => api("calendar", `appointments/${answer.appointment_id}`));
+  if (outcome.refused) return refused(`${outcome.refused.reason}.`);
+  const booked = outcome.result;
+  if (!booked) return refused("the calendar has not answered in 30 s: look in the calendar in a moment before booking again.");
   status.textContent = `Booked ${localWhen(booked)}.`;
   return booked;
 }
@@ -684,7 +762,7 @@ async function book(event) {
   $("cal-day").value = $("new-date").value;
   await showCalendar();
   // The matcher links it to a package a moment later: show the note when it arrives.
-  await until(async () => (await api("calendar", `appointments/${booked.appointment_id}`)).package, 10);
+  await answered(booked.appointment_id, async () => (await api("calendar", `appointments/${booked.appointment_id}`)).package, 10);
   await showCalendar();
 }
 
@@ -739,7 +817,7 @@ async function submitBooking(event) {
   $("calendar-status").textContent = `Booked ${state.booking.patient.name}, ${localWhen(booked)}.`;
   await openPanel(booked.appointment_id);
   // The matcher links it to a package a moment later: the panel and grid show it when it does.
-  const linked = await until(async () => (await api("calendar", `appointments/${booked.appointment_id}`)).package, 10);
+  const linked = (await answered(booked.appointment_id, async () => (await api("calendar", `appointments/${booked.appointment_id}`)).package, 10)).result;
   if (linked) {
     await showCalendar();
     if (state.appointment?.appointment_id === booked.appointment_id) await openPanel(booked.appointment_id);
