@@ -841,16 +841,18 @@ COVERED = {
     "matcher": [
         "NOT EXISTS (SELECT 1 FROM lines l WHERE l.appointment_id",  # a purchase's search
         "UPDATE invoices SET redeemable = $2",  # a payment
-        "UPDATE lines SET status = 'linked'",  # a link
+        "FROM unnest($1::uuid[]) AS ids(id) LEFT JOIN appointments",  # a batch's appointments
+        "JOIN lines f ON f.patient_id = w.patient_id",  # and their patients' lines
+        "moved AS (UPDATE lines l SET status = x.status",  # a batch's changes, e.g. a link
         "INSERT INTO hand_unlinks",  # a booking from the line refused
     ],
     "invoicing": [
-        "SET status = 'booking_requested'",  # a booking from the line
+        # Every transition of a line (booking requested, linked, released, used, forfeited) is
+        # this one statement (packline_invoicing.lines); the scenario makes each of them.
+        "UPDATE invoice_lines SET status = $2",
         "UPDATE package_invoices SET status = 'void'",  # a void
-        "UPDATE invoice_lines SET status = 'used'",  # attendance
         "INSERT INTO payments",  # a payment
         "INSERT INTO refunds",  # a refund
-        "SET status = 'forfeited'",  # a late cancel, a no-show
     ],
     "calendar": [
         "INSERT INTO package_notes",  # a line event
