@@ -144,7 +144,8 @@ def test_every_declared_dependency_is_pinned_with_hashes_in_both_locks() -> None
     pinned = {
         canonicalize_name(name): version
         for name, version in re.findall(
-            r"^([A-Za-z0-9._-]+)==(\S+) \\\n\s+--hash=sha256:",
+            # A pin may carry an environment marker ("uvloop==0.22.1 ; sys_platform != 'win32'").
+            r"^([A-Za-z0-9._-]+)==(\S+)(?: ;[^\\\n]*)? \\\n\s+--hash=sha256:",
             (ROOT / "requirements.lock").read_text(),
             re.M,
         )
