@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -22,6 +23,12 @@ LINE_QUERY = (
 )
 
 
+@functools.lru_cache(maxsize=1024)
+def late_cancel_policy(stored: str) -> LateCancelPolicy:
+    """A package's policy, parsed once: a patient's thousand lines share a few packages'."""
+    return LateCancelPolicy.model_validate_json(stored)
+
+
 def to_line(row: asyncpg.Record) -> Line:
     policy = row["late_cancel_policy"]
     return Line(
@@ -40,7 +47,7 @@ def to_line(row: asyncpg.Record) -> Line:
         unpaid=row["unpaid"],
         status=row["status"],
         appointment_id=row["appointment_id"],
-        policy=LateCancelPolicy.model_validate_json(policy) if policy else None,
+        policy=late_cancel_policy(policy) if policy else None,
     )
 
 
@@ -155,13 +162,23 @@ async def load(conn: Connection, inputs: Sequence[fold.Input]) -> fold.State:
         hand_unlinked=frozenset(row["id"] for row in rows if row["by_hand"]),
         invoice_requested=frozenset(row["id"] for row in rows if row["requested"]),
     )
+    # The fees each input may be decided for: an event's appointment's, an appointment decided
+    # again's; a link answer's only if its appointment has moved on since (else the fold only
+    # records the link, and reading a patient's thousand lines for it would be waste).
     wanted: dict[str, set[str]] = {}
-    for stored in state.appointments.values():
-        wanted.setdefault(stored.appointment.patient_id, set()).update(stored.appointment.fee_ids)
     for message in inputs:
         if isinstance(message, AppointmentEvent):
             snapshot = message.appointment
             wanted.setdefault(snapshot.patient_id, set()).update(snapshot.fee_ids)
+            continue
+        stored = state.appointments.get(message.appointment_id)
+        if stored is None:
+            continue
+        if isinstance(message, LineLinked):
+            if stored.appointment.version == message.appointment_version:
+                continue
+        appointment = stored.appointment
+        wanted.setdefault(appointment.patient_id, set()).update(appointment.fee_ids)
     patients = sorted(wanted)
     linking = [m.line.line_id for m in inputs if isinstance(m, LineLinked)]
     lines = await conn.fetch(
