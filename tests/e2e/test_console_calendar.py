@@ -1,8 +1,10 @@
-"""The console's calendar grid and patient pages in Chromium, at desktop and phone widths, with
-axe-core's accessibility rules (no serious or critical violation) and the page's
+"""The console's calendar grid and patient pages in Chromium, at desktop, phone and tablet
+widths, with axe-core's accessibility rules (no serious or critical violation) and the page's
 Content-Security-Policy watched: a receptionist books a package session by clicking a free time
-in the grid, sees a clash refused at once with its reason, drags an appointment to another time,
-and finds the patient by part of their name. Screenshots go to ``test-artifacts/console/``."""
+in the grid, sees a clash refused at once with its reason and a refusal of the calendar's with
+the calendar's own words (live), sees a booking made elsewhere appear, drags an appointment to
+another time, and finds the patient by part of their name. Screenshots go to
+``test-artifacts/console/``."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ pytestmark = [pytest.mark.infra, pytest.mark.timeout(300)]
 system_with_console = browser_tests.console
 SHOTS = browser_tests.SHOTS
 AXE = Path(__file__).resolve().parents[2] / "services/console/node_modules/axe-core/axe.min.js"
-WIDTHS = {"desktop": (1280, 800), "phone": (390, 844)}
+WIDTHS = {"desktop": (1280, 800), "phone": (390, 844), "tablet": (768, 1024)}
 # Serious and critical violations of WCAG 2.1 A/AA and axe's best practices, a few nodes each.
 RUN_AXE = """() => axe.run(document, {
   runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]},
@@ -109,7 +111,8 @@ async def test_book_from_the_grid_and_find_the_patient(
             args=["--no-sandbox", "--disable-dev-shm-usage"],
         )
         expect.set_options(timeout=30_000)
-        for width, (session, slot) in zip(WIDTHS, [(1, "10:00"), (2, "13:00")], strict=True):
+        sessions = [(1, "10:00"), (2, "13:00"), (3, "15:00")]
+        for width, (session, slot) in zip(WIDTHS, sessions, strict=True):
             context, page, errors = await watched_page(chromium, url, WIDTHS[width])
             await page.get_by_label("Staff token").fill(browser_tests.TOKEN)
             await page.get_by_role("button", name="Sign in").click()
