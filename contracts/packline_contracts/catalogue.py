@@ -7,7 +7,7 @@ they were sent: a package defined right after its fees always finds them."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator
 
@@ -71,6 +71,10 @@ class FeeDefined(Fee):
     KIND: ClassVar[Kind] = "event"
 
 
+MAX_WARNING_DAYS = 365
+MAX_GRACE_DAYS = 365
+
+
 class Package(Message):
     """R1: a package of sessions, e.g. "5 x 60-min massage with Dr A at Northside"."""
 
@@ -90,6 +94,27 @@ class Package(Message):
     online_purchase: bool = Field(default=False, description="Patients can buy it online.")
     pay_before_use: bool = Field(default=False, description="Redeemable only once paid.")
     late_cancel_policy: LateCancelPolicy | None = None
+    expiry_warning_days: list[Annotated[int, Field(gt=0, le=MAX_WARNING_DAYS)]] = Field(
+        default_factory=list,
+        max_length=10,
+        description="R18: how many days before its last valid day an invoice of this package "
+        "with unbooked sessions is announced as expiring soon (PackageExpiringSoon), once per "
+        "invoice, expiry date and threshold, e.g. [30, 7]. Empty: no reminders.",
+    )
+    grace_days: Annotated[int, Field(ge=0, le=MAX_GRACE_DAYS)] = Field(
+        default=0,
+        description="R18: days after the last valid day before unbooked sessions are written off "
+        "(SessionsExpired). Validity itself (R6) does not grow: an appointment after the last "
+        "valid day is not linked; during the grace staff can still extend the invoice and keep "
+        "the sessions.",
+    )
+
+    @field_validator("expiry_warning_days")
+    @classmethod
+    def _each_threshold_once(cls, days: list[int]) -> list[int]:
+        if len(set(days)) != len(days):
+            raise ValueError("each threshold once")
+        return sorted(days, reverse=True)
 
     @field_validator("items")
     @classmethod

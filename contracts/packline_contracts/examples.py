@@ -92,6 +92,8 @@ PACKAGE_TERMS = {
     "online_purchase": True,
     "pay_before_use": True,
     "late_cancel_policy": LateCancelPolicy(forfeit_within_hours=24, no_show_forfeits=True),
+    "expiry_warning_days": [30, 7],
+    "grace_days": 7,
 }
 FEE_TERMS = {
     "fee_id": MASSAGE,
@@ -261,6 +263,14 @@ EXAMPLES: dict[str, Message] = {
         i.UnassignInvoiceLine(
             patient_id=PATIENT, invoice_id=INVOICE, line_id=LINE_2, unassigned_by="reception:maria"
         ),
+        i.ExtendPackageInvoice(
+            patient_id=PATIENT,
+            invoice_id=INVOICE,
+            extension_id=derived_id("example", "extension"),
+            valid_until=date(2099, 6, 30),
+            reason="Patient was in hospital for three weeks",
+            extended_by="manager:li",
+        ),
         i.PackageInvoiceIssued(
             patient_id=PATIENT,
             invoice_id=INVOICE,
@@ -373,6 +383,45 @@ EXAMPLES: dict[str, Message] = {
             line=OPEN_LINE,
             appointment_id=APPOINTMENT,
             reason="Dr Adams is already booked from 10:00 to 11:00 on Tue 10 Mar",
+        ),
+        i.PackageExpiringSoon(
+            **LINE_EVENT,
+            expires_on=date(2099, 5, 30),
+            days_left=7,
+            threshold_days=7,
+            written_off_after=date(2099, 6, 6),
+            unbooked=3,
+        ),
+        i.SessionsExpired(
+            **{
+                **LINE_EVENT,
+                "balance": Balance(
+                    total=5,
+                    booked=0,
+                    used=5,
+                    remaining=0,
+                    expires_on=date(2099, 5, 30),
+                    expired=1,
+                ),
+            },
+            expired_on=date(2099, 5, 30),
+            grace_days=7,
+            lines=[OPEN_LINE.model_copy(update={"version": 2, "status": i.LineStatus.EXPIRED})],
+            sessions=1,
+            expired_cents=8000,
+            owed_cents=0,
+            accounted_at=datetime(2099, 6, 7, 0, 0, tzinfo=UTC),
+        ),
+        i.PackageInvoiceExtended(
+            patient_id=PATIENT,
+            invoice_id=INVOICE,
+            extension_id=derived_id("example", "extension"),
+            previous_valid_until=date(2099, 5, 30),
+            valid_until=date(2099, 6, 30),
+            reason="Patient was in hospital for three weeks",
+            extended_by="manager:li",
+            line_ids=[LINE_2],
+            balance=BALANCE.model_copy(update={"expires_on": date(2099, 6, 30)}),
         ),
         m.AppointmentNotMatched(
             patient_id=PATIENT,

@@ -3,7 +3,9 @@ lines and appointments. Owned by invoicing; every message is keyed by the patien
 
 A package invoice has one line per session (a package of 5 massages has 5 lines). A line is
 **open** (unassigned), **linked** to one appointment, **used** (the patient arrived for that
-appointment: the session is spent, R14) or **forfeited** (R9). Links are made by the matcher's
+appointment: the session is spent, R14), **forfeited** (R9) or **expired** (still unbooked when
+the invoice's validity and the package's grace ended: written off by ``SessionsExpired``, R18).
+Links are made by the matcher's
 ``LinkAppointment`` and checked again by invoicing, which answers ``LineLinked`` or
 ``LinkRefused``."""
 
@@ -24,7 +26,9 @@ from packline_contracts.types import (
     Appointment,
     Balance,
     Cents,
+    Count,
     Currency,
+    Day,
     FeeId,
     Instant,
     LateCancelPolicy,
@@ -145,6 +149,22 @@ class UnassignInvoiceLine(InvoiceCommand):
     unassigned_by: Actor
 
 
+class ExtendPackageInvoice(InvoiceCommand):
+    """R18: staff extend an invoice's validity: every session not yet used, forfeited or written
+    off can then be redeemed up to ``valid_until`` (the matcher re-checks the patient's waiting
+    appointments, R12). Only later than the current last day; not for a void or refunded
+    invoice, nor one with no session left to extend. Answered by PackageInvoiceExtended, or
+    InvoiceCommandRefused naming the field."""
+
+    extension_id: UUID = Field(
+        description="Chosen by the sender: a retried extension is answered again, not applied "
+        "twice."
+    )
+    valid_until: Day = Field(description="The new last day (the selling location's local day).")
+    reason: Reason
+    extended_by: Actor
+
+
 # --- events -----------------------------------------------------------------------------------
 
 
@@ -154,6 +174,7 @@ class LineStatus(StrEnum):
     LINKED = "linked"
     USED = "used"
     FORFEITED = "forfeited"
+    EXPIRED = "expired"
 
 
 class InvoiceStatus(StrEnum):
@@ -221,6 +242,11 @@ class PackageInvoice(Value):
         description="Deferred revenue: what the clinic still owes the patient in sessions, in "
         "cents (the price less what was recognised, forfeited, expired, refunded or voided; "
         "docs/revenue.md). Absent from events before this field existed.",
+    )
+    grace_days: Count | None = Field(
+        default=None,
+        description="Days after the last valid day before unbooked sessions are written off "
+        "(the package's, fixed at sale; R18). Absent from events before this field existed.",
     )
 
 
@@ -406,8 +432,9 @@ class LinkRefused(InvoiceEvent):
 
 
 class InvoiceCommandRefused(InvoiceEvent):
-    """A purchase, payment, void, refund, unlink or unassign that could not be applied, and why
-    (e.g. unknown package or invoice, a line of another patient)."""
+    """A purchase, payment, void, refund, unlink, unassign or extension that could not be
+    applied, and why (e.g. unknown package or invoice, a line of another patient); the reason
+    begins with the field it is about where there is one ("valid_until: ...")."""
 
     command_type: Annotated[OneLine, Field(min_length=1, max_length=100)]
     reason: Reason
@@ -426,3 +453,64 @@ class LineBookingRefused(LineEvent):
 
     appointment_id: UUID
     reason: Reason
+
+
+class PackageExpiringSoon(InvoiceEvent):
+    """R18: an invoice with unbooked sessions reaches one of its package's reminder thresholds
+    (``expiry_warning_days``) before its last valid day, in the selling location's local days.
+    Published once per invoice, expiry date and threshold (an extension brings new reminders for
+    the new date); when several thresholds are crossed at once, only the nearest is announced."""
+
+    package_id: PackageId
+    package_name: Name
+    expires_on: Day = Field(description="The last day an appointment can redeem a session.")
+    days_left: Count = Field(description="Days from the local day of the reminder to expires_on.")
+    threshold_days: Count = Field(description="The package's reminder this one is.")
+    written_off_after: Day = Field(
+        description="Unbooked sessions are written off when this local day ends (expires_on plus "
+        "the package's grace days)."
+    )
+    unbooked: Count = Field(description="Sessions still open (neither booked nor used).")
+    balance: Balance
+
+
+class SessionsExpired(InvoiceEvent):
+    """R18: the invoice's validity and grace ended with these sessions still unbooked: they are
+    written off (status expired, for good) and their share of the price leaves what the invoice
+    owes as expired revenue (docs/revenue.md). Sessions booked before then keep their
+    appointments."""
+
+    package_id: PackageId
+    package_name: Name
+    expired_on: Day = Field(description="The last valid day that passed.")
+    grace_days: Count
+    lines: list[InvoiceLine] = Field(
+        min_length=1, max_length=100, description="The lines written off, as they are now."
+    )
+    sessions: Count = Field(description="How many sessions were written off.")
+    expired_cents: Cents = Field(
+        description="Their shares, taken off what the invoice still owed (at most that)."
+    )
+    owed_cents: Cents = Field(description="What the invoice still owes afterwards.")
+    accounted_at: Instant = Field(
+        description="When the write-off counts: the selling location's midnight that ended the "
+        "grace (the report's month is this instant's month there), however late it was made."
+    )
+    balance: Balance
+
+
+class PackageInvoiceExtended(InvoiceEvent):
+    """R18: staff extended the invoice's validity; the lines named can be redeemed up to the new
+    last day (the matcher links waiting appointments that now fit, R12)."""
+
+    extension_id: UUID
+    previous_valid_until: Day
+    valid_until: Day
+    reason: Reason
+    extended_by: Actor
+    line_ids: list[UUID] = Field(
+        min_length=1,
+        max_length=100,
+        description="The lines extended: every line not used, forfeited or written off.",
+    )
+    balance: Balance

@@ -288,15 +288,23 @@ class Balance(Value):
         Count,
         Field(
             description="Sessions spent: attended (the patient arrived or completed the "
-            "appointment), forfeited (late cancellation or no-show, R9), or held by an "
-            "appointment that has already started."
+            "appointment), forfeited (late cancellation or no-show, R9), written off unbooked at "
+            "expiry (see expired), or held by an appointment that has already started."
         ),
     ]
     remaining: Annotated[Count, Field(description="Open lines, free to book.")]
     expires_on: date | None = Field(default=None, description="Last day it can be redeemed.")
+    expired: Count | None = Field(
+        default=None,
+        description="Of ``used``, the sessions written off unbooked at expiry (SessionsExpired): "
+        "spent like a forfeited session, never given. Absent from events before this field "
+        "existed.",
+    )
 
     @model_validator(mode="after")
     def _adds_up(self) -> Self:
         if self.booked + self.used + self.remaining != self.total:
             raise ValueError("booked + used + remaining must equal total")
+        if self.expired is not None and self.expired > self.used:
+            raise ValueError("expired sessions are counted in used: expired cannot exceed used")
         return self

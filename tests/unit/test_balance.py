@@ -63,7 +63,7 @@ def test_the_balance_from_an_invoices_tally_is_each_line_counted_one_by_one(
     """Line events count the balance from one aggregate of the invoice's lines
     (rules.tallied_balance); it equals classifying every line on its own, as R14 says."""
     used = sum(
-        status in (LineStatus.USED, LineStatus.FORFEITED)
+        status in (LineStatus.USED, LineStatus.FORFEITED, LineStatus.EXPIRED)
         or (status == LineStatus.LINKED and starts is not None and starts <= NOW)
         for status, starts in lines
     )

@@ -53,6 +53,7 @@ ROUTE_ANSWERS: dict[str, dict[str, set[int]]] = {
         "DELETE /invoices/{invoice_id}/lines/{line_id}/appointment": {200, 404, 409},
         "DELETE /invoices/{invoice_id}/lines/{line_id}/booking-request": {200, 404, 409},
         "GET /reports/deferred-revenue": {200},
+        "PUT /invoices/{invoice_id}/validity": {200, 404},
     },
     "matcher": {
         "GET /appointments/{appointment_id}/explanation": {200, 404},

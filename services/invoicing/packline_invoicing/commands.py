@@ -188,8 +188,9 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
     await tx.conn.execute(
         "INSERT INTO package_invoices (invoice_id, patient_id, package_id, package_name, channel,"
         " issued_at, issued_by, status, price_cents, currency, pay_before_use,"
-        " late_cancel_policy, location_id, time_zone, owed_cents)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, 'issued', $8, $9, $10, $11, $12, $13, $8)",
+        " late_cancel_policy, location_id, time_zone, owed_cents, grace_days,"
+        " expiry_warning_days, next_reminder_on) VALUES ($1, $2, $3, $4, $5, $6, $7, 'issued',"
+        " $8, $9, $10, $11, $12, $13, $8, $14, $15, $16)",
         command.invoice_id,
         command.patient_id,
         package.package_id,
@@ -203,6 +204,9 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
         package.late_cancel_policy.model_dump_json() if package.late_cancel_policy else None,
         selling,
         zone,
+        package.grace_days,
+        package.expiry_warning_days,
+        rules.first_reminder_on(until, package.expiry_warning_days),
     )
     rows = []
     number = 0
@@ -223,12 +227,13 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
                     issued_on,
                     until,
                     shares[number - 1],
+                    package.grace_days,
                 )
             )
     await tx.conn.executemany(
         "INSERT INTO invoice_lines (line_id, invoice_id, line_number, patient_id, fee_id,"
-        " practitioner_ids, location_ids, valid_from, valid_until, status, version, share_cents)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', 1, $10)",
+        " practitioner_ids, location_ids, valid_from, valid_until, status, version, share_cents,"
+        " grace_days) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', 1, $10, $11)",
         rows,
     )
     await revenue.enter(

@@ -18,6 +18,11 @@ from packline_invoicing.booking import (
 )
 from packline_invoicing.commands import register_commands
 from packline_invoicing.directory import register_directory
+from packline_invoicing.expiry import (
+    register_expiry_commands,
+    register_expiry_http,
+    register_expiry_sweep,
+)
 from packline_invoicing.http import register_http
 from packline_invoicing.known import register_known_appointments
 from packline_invoicing.settings import InvoicingSettings
@@ -30,7 +35,9 @@ def create_service(settings: InvoicingSettings | None = None) -> Service:
     service = Service(NAME, settings, "packline_invoicing")
     register_health(service)
     register_probes(service)
-    register_commands(service.consumer("commands"))
+    commands = service.consumer("commands")
+    register_commands(commands)
+    register_expiry_commands(commands)
     # One consumer (one group) for the calendar's events: bookings' answers and attendance.
     booking_results = service.consumer("booking-results")
     register_booking_results(booking_results)
@@ -41,4 +48,6 @@ def create_service(settings: InvoicingSettings | None = None) -> Service:
     register_http(service)
     register_booking(service, settings.calendar_url, settings.calendar_token)
     register_booking_request_sweep(service, settings.booking_request_timeout_seconds)
+    register_expiry_http(service)
+    register_expiry_sweep(service, settings.expiry_sweep_interval_seconds)
     return service

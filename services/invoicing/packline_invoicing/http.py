@@ -240,7 +240,9 @@ def shown(invoice: PackageInvoice, notes: dict[UUID, str | None] | None = None) 
         )
         line["note"] = (notes or {}).get(raw.line_id)
     b = invoice.balance
-    body["balance_text"] = f"{b.remaining} of {b.total} left" + (
-        f", expires {wording.day(b.expires_on)}" if b.expires_on else ""
+    body["balance_text"] = (
+        f"{b.remaining} of {b.total} left"
+        + (f", expires {wording.day(b.expires_on)}" if b.expires_on else "")
+        + (f", {wording.sessions(b.expired)} written off" if b.expired else "")
     )
     return body

@@ -68,7 +68,7 @@ class LineChanged(Exception):
 SAVE_LINE = (
     "UPDATE invoice_lines SET status = $2, appointment_id = $3, appointment_starts_at = $4,"
     " appointment_version = $5, appointment_time_zone = $6, booking_requested_at = $7,"
-    " note = $8, version = $9 WHERE line_id = $1 AND version = $9 - 1"
+    " note = $8, version = $9, valid_until = $10 WHERE line_id = $1 AND version = $9 - 1"
     " AND NOT EXISTS (SELECT 1 FROM invoice_lines other"
     " WHERE other.appointment_id = $3 AND other.line_id <> $1) RETURNING 1"
 )
@@ -92,6 +92,7 @@ async def save_line(
         line.booking_requested_at,
         line.note,
         line.version,
+        line.valid_until,
     )
     if not saved and not taking_appointment:
         raise LineChanged(f"line {line.line_id} is no longer at version {line.version - 1}")
@@ -224,6 +225,7 @@ async def snapshot(conn: Connection, invoice_id: UUID, now: datetime) -> Package
         balance=balance_of(lines, now),
         location_id=invoice["location_id"],
         owed_cents=invoice["owed_cents"],
+        grace_days=invoice["grace_days"],
     )
 
 

@@ -1,6 +1,7 @@
 """An invoice line's life, without I/O: a booking requested from it (R3), the appointment it
 redeems (a link, R4 to R6), released again (R8, R9, R10, R13), used when the patient attends (R14),
-or forfeited under the package's late-cancel policy (R9).
+or forfeited under the package's late-cancel policy (R9); written off unbooked at expiry, or given
+a later last day by staff (R18).
 
 Each transition takes the line as it was read and returns either what changed — the line as it
 is afterwards, its version one higher, and what happened (the event's kind and fields) — or a
@@ -9,8 +10,8 @@ refusal with a code and a reason, the line left as it was. Any instant comes in 
 (packline_invoicing.invoices.save_line) and publish what happened.
 
 A line holds an appointment exactly while it is booking_requested, linked, used or forfeited
-(the database checks the same). Used and forfeited are final: the session is spent, and the line
-never changes again.
+(the database checks the same). Used, forfeited and expired are final: the session is spent (or
+written off), and the line never changes again.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from packline_contracts import clinic_time, wording
 from packline_contracts.invoices import LineStatus, LinkRefusalCode
 from packline_contracts.types import Appointment
 
-FINAL = frozenset({LineStatus.USED, LineStatus.FORFEITED})
+FINAL = frozenset({LineStatus.USED, LineStatus.FORFEITED, LineStatus.EXPIRED})
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,22 @@ class Forfeited:
     reason: str
 
 
-E = TypeVar("E", BookingRequested, Linked, Released, Used, Forfeited)
+@dataclass(frozen=True)
+class Expired:
+    """Still unbooked when validity and grace ended: written off (SessionsExpired)."""
+
+    expired_on: date
+
+
+@dataclass(frozen=True)
+class Extended:
+    """Staff gave the line a later last day (PackageInvoiceExtended)."""
+
+    previous_valid_until: date
+    valid_until: date
+
+
+E = TypeVar("E", BookingRequested, Linked, Released, Used, Forfeited, Expired, Extended)
 
 
 @dataclass(frozen=True)
@@ -110,7 +126,8 @@ class Changed(Generic[E]):
 class Refusal(StrEnum):
     """Why a transition other than a link was refused (a link says it with LinkRefusalCode)."""
 
-    FINAL = "final"  # used or forfeited: the line never changes again
+    FINAL = "final"  # used, forfeited or expired: the line never changes again
+    NOT_DUE = "not_due"  # an extension to a day not later than the line's last day
     NOT_HELD = "not_held"  # the line does not hold that appointment
     WRONG_STATUS = "wrong_status"  # the transition does not start from the line's status
 
@@ -312,3 +329,28 @@ def forfeit(line: Line, appointment_id: UUID, reason: str) -> Changed[Forfeited]
         status=LineStatus.FORFEITED,
         booking_requested_at=None,
     )
+
+
+def expire(line: Line, expired_on: date) -> Changed[Expired] | Refused:
+    """R18: the line was still open when its validity (and the package's grace) ended: it is
+    written off, for good. A line holding an appointment or a booking request keeps it (booked
+    in time); only an open line expires."""
+    if line.status in FINAL:
+        return Refused(Refusal.FINAL, f"the line is {line.status.value}")
+    if line.status != LineStatus.OPEN:
+        return Refused(
+            Refusal.WRONG_STATUS, f"the line is {line.status.value}: only an open line expires"
+        )
+    return _changed(line, Expired(expired_on), status=LineStatus.EXPIRED, note=None)
+
+
+def extend(line: Line, valid_until: date) -> Changed[Extended] | Refused:
+    """R18: staff give the line a later last day. A line whose session is spent or written off
+    stays as it is; so does one already valid that long."""
+    if line.status in FINAL:
+        return Refused(Refusal.FINAL, f"the line is {line.status.value}")
+    if valid_until <= line.valid_until:
+        return Refused(
+            Refusal.NOT_DUE, f"the line is already valid until {wording.day(line.valid_until)}"
+        )
+    return _changed(line, Extended(line.valid_until, valid_until), valid_until=valid_until)

@@ -58,7 +58,7 @@ class ReportRow(Answer):
     recognised_cents: int = Field(description="Sessions used (attended).")
     forfeited_cents: int = Field(description="Sessions forfeited (late cancel, no-show, R9).")
     expired_cents: int = Field(
-        description="Sessions written off at expiry: always 0 until the expiry write-off exists."
+        description="Sessions written off unbooked at expiry (SessionsExpired, R18)."
     )
     refunded_cents: int = Field(description="Refunds, as far as they took from what was owed.")
     voided_cents: int = Field(description="What voided invoices still owed.")

@@ -80,6 +80,21 @@ async def line_spent(tx: Transaction, line_id: UUID, kind: str, at: datetime) ->
     return {f"{kind}_cents": taken, "owed_cents": owed, "accounted_at": at}
 
 
+async def expired(
+    tx: Transaction, invoice_id: UUID, shares: list[tuple[UUID, int]], at: datetime
+) -> tuple[int, int]:
+    """Sessions written off at expiry (line id, share): each share comes off what is owed as an
+    ``expired`` entry of its line. Returns (taken in all, owed afterwards)."""
+    total, owed = 0, None
+    for line_id, share_cents in shares:
+        taken, owed = await take(
+            tx, invoice_id, "expired", share_cents, at, cause=line_id, line_id=line_id
+        )
+        total += taken
+    assert owed is not None, "no session to write off"
+    return total, owed
+
+
 async def refunded(
     tx: Transaction, invoice_id: UUID, refund_id: UUID, amount_cents: int, at: datetime
 ) -> dict[str, Any]:

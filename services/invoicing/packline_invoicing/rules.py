@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
+from packline_contracts import clinic_time, wording
 from packline_contracts.catalogue import Package
 from packline_contracts.invoices import InvoiceStatus, LineStatus, PurchaseChannel
 from packline_contracts.types import Balance, Restriction
@@ -66,11 +67,12 @@ def tallied_balance(
 ) -> Balance:
     """R14 at ``now`` (the caller's: a message's occurred_at or a request's clock, I10), from
     how many lines the invoice has in each status and when the linked ones' appointments start
-    (what one aggregate query reads): remaining = open; used = attended, forfeited, or linked
-    to an appointment that has started; booked = linked to an upcoming appointment, or a
-    booking requested from the line."""
+    (what one aggregate query reads): remaining = open; used = attended, forfeited, written off
+    at expiry (also counted in ``expired``), or linked to an appointment that has started;
+    booked = linked to an upcoming appointment, or a booking requested from the line."""
     started = sum(1 for starts_at in linked_starts if starts_at is not None and starts_at <= now)
-    used = counts.get(LineStatus.USED, 0) + counts.get(LineStatus.FORFEITED, 0) + started
+    expired = counts.get(LineStatus.EXPIRED, 0)
+    used = counts.get(LineStatus.USED, 0) + counts.get(LineStatus.FORFEITED, 0) + expired + started
     linked = counts.get(LineStatus.LINKED, 0)
     booked = linked - started + counts.get(LineStatus.BOOKING_REQUESTED, 0)
     remaining = counts.get(LineStatus.OPEN, 0)
@@ -80,6 +82,7 @@ def tallied_balance(
         used=used,
         remaining=remaining,
         expires_on=expires_on,
+        expired=expired,
     )
 
 
@@ -151,3 +154,76 @@ def taken_from_owed(owed_cents: int, amount_cents: int) -> int:
     owed never falls below zero (after a partial refund the last sessions used recognise less,
     and a refund beyond what is owed gives back revenue already recognised)."""
     return max(0, min(owed_cents, amount_cents))
+
+
+# --- expiry (R18, docs/revenue.md) --------------------------------------------------------------
+
+
+def written_off_after(valid_until: date, grace_days: int) -> date:
+    """The last local day before unbooked sessions are written off: the last valid day plus
+    the package's grace. Validity itself (R6) does not grow with the grace."""
+    return valid_until + timedelta(days=grace_days)
+
+
+def write_off_due(valid_until: date, grace_days: int, today: date) -> bool:
+    """Whether an open line valid until ``valid_until`` is written off on the local day
+    ``today`` (the selling location's, R15): once the grace has ended."""
+    return today > written_off_after(valid_until, grace_days)
+
+
+def write_off_at(valid_until: date, grace_days: int, time_zone: str) -> datetime:
+    """When a write-off counts: the selling location's midnight that ends the grace. The same
+    instant however late the sweep comes, so a replay accounts it alike (I10)."""
+    last = written_off_after(valid_until, grace_days)
+    return clinic_time.day_starts(last + timedelta(days=1), time_zone)
+
+
+def warning_due(
+    thresholds: Iterable[int], warned: Iterable[int], days_left: int
+) -> tuple[int, list[int]] | None:
+    """The reminder due ``days_left`` days before expiry, given the package's thresholds and
+    those already announced for this expiry date: (the threshold to announce, every threshold
+    it settles). Several crossed at once (a short package, a sweep that was down) are one
+    reminder, the nearest; none once the last valid day has passed (then it is the write-off's
+    turn) or when every crossed threshold was announced."""
+    if days_left < 0:
+        return None
+    done = set(warned)
+    crossed = sorted({t for t in thresholds if days_left <= t and t not in done})
+    if not crossed:
+        return None
+    return crossed[0], crossed
+
+
+def first_reminder_on(valid_until: date, thresholds: Iterable[int]) -> date | None:
+    """The local day of an invoice's first reminder: its furthest threshold before the last
+    valid day (already past for a package shorter than that: then at once). None: no reminders."""
+    furthest = max(thresholds, default=None)
+    return None if furthest is None else valid_until - timedelta(days=furthest)
+
+
+def next_reminder_on(valid_until: date, thresholds: Iterable[int], days_left: int) -> date | None:
+    """The local day of the reminder after the one due ``days_left`` days before
+    ``valid_until`` (sent, or skipped with no session unbooked then): the furthest threshold
+    still ahead, nearer than ``days_left``. None: no reminder left."""
+    ahead = [t for t in thresholds if t < days_left]
+    return first_reminder_on(valid_until, ahead)
+
+
+def extension_refusal(
+    invoice_status: InvoiceStatus, current_until: date, valid_until: date, extendable: int
+) -> tuple[str, str] | None:
+    """Why an invoice valid until ``current_until`` cannot be extended to ``valid_until``, as
+    (field, reason), or None. ``extendable``: its lines not used, forfeited or written off."""
+    if invoice_status in (InvoiceStatus.VOID, InvoiceStatus.REFUNDED):
+        return "invoice_id", f"the invoice is {invoice_status.value}: nothing to extend"
+    if valid_until <= current_until:
+        return "valid_until", (
+            f"{wording.day(valid_until)} is not after the invoice's last valid day, "
+            f"{wording.day(current_until)}: an extension only moves it later"
+        )
+    if extendable == 0:
+        return "invoice_id", (
+            "every session is used, forfeited or written off: nothing left to extend"
+        )
+    return None

@@ -28,3 +28,10 @@ class InvoicingSettings(ServiceSettings):
         description="A line's booking request (R3) the calendar has not answered within this "
         "time is released: the line is open again, with the reason on it.",
     )
+    expiry_sweep_interval_seconds: float = Field(
+        default=300,
+        gt=0,
+        le=86_400,
+        description="How often expiry reminders are sent and unbooked sessions of expired "
+        "invoices written off (R18); each is due on a local day, so minutes late is on time.",
+    )

@@ -45,7 +45,9 @@ class Line:
     invoice_issued_at: datetime
     redeemable: bool
     unpaid: bool  # not redeemable only because the package must be paid first
-    status: str  # open, requested (a link or a booking is under way), linked, used, forfeited
+    # open, requested (a link or a booking is under way), linked, used, forfeited, expired
+    # (written off unbooked at the end of its validity and grace, R18)
+    status: str
     appointment_id: UUID | None = None
     policy: LateCancelPolicy | None = None
 
@@ -134,9 +136,12 @@ def decide(
         why = forfeit_reason(appointment, current.policy) if forfeit else None
         return Decision(unlink=Unlink(current, reason, forfeit, why))
     if appointment.source == BookingSource.INVOICE and (
-        current is not None or appointment.awaiting_invoice
+        (current is not None and current.status != "linked") or appointment.awaiting_invoice
     ):
-        return Decision()  # booked from this line: invoicing links it when the booking succeeds
+        # Booked from this line: invoicing links it when the booking succeeds. Once linked it is
+        # like any linked appointment: a move keeps its line at the new date (R10), a change
+        # that no longer fits releases it.
+        return Decision()
     if current is not None:
         if current.status == "requested":
             return Decision()  # an answer is on its way
@@ -215,6 +220,12 @@ def problem(
     appointment: Appointment, line: Line, names: Mapping[str, str]
 ) -> tuple[NoMatchCode, str] | None:
     """Why ``line`` cannot take ``appointment``, in the clinic's words (R6, R7)."""
+    if line.status == "expired":
+        if not line.redeemable and not line.unpaid:
+            return NoMatchCode.VOID, "the invoice is void or refunded"
+        return NoMatchCode.EXPIRED, (
+            f"expired on {wording.day(line.valid_until)}; its unbooked sessions were written off"
+        )
     if line.status in ("forfeited", "used") or (
         line.status != "open" and line.appointment_id != appointment.appointment_id
     ):

@@ -27,10 +27,12 @@ from packline_contracts.invoices import (
     LineUnlinked,
     LineUsed,
     LinkRefused,
+    PackageInvoiceExtended,
     PackageInvoiceIssued,
     PackageInvoiceRefunded,
     PackageInvoiceVoided,
     PaymentRecorded,
+    SessionsExpired,
     UnlinkReason,
 )
 from packline_core.consumer import MessageConsumer
@@ -62,6 +64,8 @@ def register_matching(consumer: MessageConsumer) -> None:
     consumer.handles(LinkRefused)(link_refused)
     consumer.handles(LineBookingRequested)(line_booking_requested)
     consumer.handles(LineBookingRefused)(line_booking_refused)
+    consumer.handles(PackageInvoiceExtended)(invoice_extended)
+    consumer.handles(SessionsExpired)(sessions_expired)
 
 
 def register_directory(consumer: MessageConsumer) -> None:
@@ -256,3 +260,25 @@ async def line_booking_refused(tx: Transaction, envelope: Envelope[LineBookingRe
     # whichever topic reaches us first.
     await readmodel.remember_hand_unlink(tx.conn, event.appointment_id)
     await link_waiting(tx, event.patient_id, envelope.occurred_at)
+
+
+async def invoice_extended(tx: Transaction, envelope: Envelope[PackageInvoiceExtended]) -> None:
+    """R18: staff gave the invoice a later last day: its lines take appointments up to it, so the
+    patient's waiting appointments that now fit are linked (R12)."""
+    event = envelope.payload
+    await tx.conn.execute(
+        "UPDATE lines SET valid_until = $2 WHERE line_id = ANY($1::uuid[]) AND valid_until < $2",
+        event.line_ids,
+        event.valid_until,
+    )
+    await link_waiting(tx, event.patient_id, envelope.occurred_at)
+
+
+async def sessions_expired(tx: Transaction, envelope: Envelope[SessionsExpired]) -> None:
+    """R18: written off unbooked: never chosen again. Final, whatever the read model thought (a
+    link it asked for meanwhile is refused: invoicing wrote the line off first)."""
+    await tx.conn.execute(
+        "UPDATE lines SET status = 'expired', appointment_id = NULL"
+        " WHERE line_id = ANY($1::uuid[])",
+        [line.line_id for line in envelope.payload.lines],
+    )
