@@ -17,8 +17,9 @@ the package's grace have ended (docs/revenue.md).
   links the patient's waiting appointments that now fit (R12).
 
 The sweep runs in every replica with an injected clock (I10): each invoice is handled in its own
-transaction, its row taken with ``FOR UPDATE SKIP LOCKED`` so one replica does it, and every
-message id is derived from what it announces, so a sweep repeated publishes nothing new."""
+transaction, its open lines (write-off) or its row (reminder) taken with ``FOR UPDATE SKIP
+LOCKED`` so one replica does it, and every message id is derived from what it announces, so a
+sweep repeated publishes nothing new."""
 
 from __future__ import annotations
 
