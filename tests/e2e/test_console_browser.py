@@ -293,6 +293,22 @@ async def test_the_help_article_in_the_browser(
         await expect(first).to_contain_text("linked:")  # live: the booking's answer arrived
         await expect(invoice).to_contain_text("4 of 5 left")
 
+        # A linked line at a new time: Save moves its appointment, the line keeps it (R10); a
+        # taken time is refused in the dialog with the calendar's reason.
+        await page.get_by_role("button", name="Edit line 1 of 5 x 60-min massage").click()
+        await expect(dialog.get_by_label("Time")).to_have_value("09:00")
+        await dialog.get_by_label("Time").fill("11:00")
+        await dialog.get_by_role("button", name="Save").click()
+        await expect(dialog.locator("#line-error")).to_contain_text(
+            "Not moved: Dr Adams is already booked from 11:00 to 12:00"
+        )
+        await dialog.get_by_label("Time").fill("10:00")
+        await dialog.get_by_role("button", name="Save").click()
+        await expect(dialog).to_be_hidden()
+        await expect(first).to_contain_text("10:00")
+        await expect(first).to_have_attribute("data-status", "linked")
+        await expect(invoice).to_contain_text("4 of 5 left")
+
         # Book from the invoice, taken slot: Check Availability says so; Save is refused.
         await page.get_by_role("button", name="Edit line 2 of 5 x 60-min massage").click()
         await dialog.get_by_label("Date").fill(day)

@@ -149,6 +149,20 @@ def test_a_booking_from_an_invoice_line_is_left_to_invoicing() -> None:
     )
 
 
+def test_r10_an_invoice_booking_once_linked_keeps_its_line_when_moved_and_lets_go_on_a_change() -> (
+    None
+):
+    """Booked from Edit Invoice Line and linked: moved, it keeps its line (the line shows the new
+    date); its fee changed, the line is released (found by the console's test: a linked line's
+    new time never reached the line)."""
+    from_invoice = appointment(source=BookingSource.INVOICE)
+    held = linked_to(from_invoice)
+    assert decide(from_invoice, [held]).keep == held
+    other_fee = replace(from_invoice, fee_ids=("physio",))
+    released = decide(other_fee, [held])
+    assert released.unlink is not None and released.unlink.line == held
+
+
 def test_r3_an_invoice_booking_is_left_to_invoicing_until_its_line_lets_it_go() -> None:
     """The booking can reach the matcher before the line's request does (two topics): it must
     not take the patient's other line meanwhile. Once the request was seen and the line let the

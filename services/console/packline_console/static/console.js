@@ -364,11 +364,19 @@ async function save(event) {
   event.preventDefault();
   const { invoice, line } = state;
   const path = `invoices/${invoice.invoice_id}/lines/${line.line_id}/appointment`;
+  const to = localTime();
+  const wanted = `${to.date}T${to.time}`;
+  const moving = $("add-yes").checked && line.status === "linked" && !(line.local_starts_at || "").startsWith(wanted);
+  $("line-error").textContent = "";
   try {
     if ($("add-yes").checked && line.status === "open") {
-      const body = { ...localTime(), practitioner_id: $("line-practitioner").value };
+      const body = { ...to, practitioner_id: $("line-practitioner").value };
       if ($("line-duration").value) body.duration_minutes = Number($("line-duration").value);
       await api("invoicing", path, { method: "PUT", body: JSON.stringify(body) });
+    } else if (moving) {
+      $("line-error").textContent = "Moving the appointment…";
+      const refused = await moveLinked(line, to);
+      if (refused) { $("line-error").textContent = refused; return; }
     } else if ($("add-unassigned").checked && line.status === "linked") {
       await api("invoicing", path, { method: "DELETE" });
     }
@@ -378,13 +386,27 @@ async function save(event) {
   }
   $("line-dialog").close();
   await showInvoices();
-  // The booking's answer comes from the calendar through Kafka: follow the line until it lands.
+  // The answer comes from the calendar through Kafka: follow the line until it lands (a moved
+  // appointment: until invoicing has linked it again at its new time, R10).
   await until(async () => {
     const fresh = await api("invoicing", `invoices/${invoice.invoice_id}`);
     const now = fresh.lines.find((l) => l.line_id === line.line_id);
-    return now && now.status !== "booking_requested";
+    return now && now.status !== "booking_requested" && (!moving || (now.local_starts_at || "").startsWith(wanted));
   });
   await showInvoices();
+}
+
+// A linked line at a new time: the calendar moves its appointment (RescheduleAppointment, same
+// practitioner and location) and the line keeps it (R10). The refusal in words, or null.
+async function moveLinked(line, to) {
+  const a = await api("calendar", `appointments/${line.appointment_id}`);
+  const clash = await clashAt(a.practitioner_id, a.location_id, to.date, to.time, a.duration_minutes, a.appointment_id);
+  if (clash) return `Not moved: ${clash}`;
+  await call(`/commands/appointments/${a.appointment_id}/reschedule`, { method: "POST", body: JSON.stringify({ patient_id: a.patient_id, location_id: a.location_id, date: to.date, time: to.time }) });
+  const wanted = `${to.date}T${to.time}`;
+  const outcome = await answered(a.appointment_id, async () => (await api("calendar", `appointments/${a.appointment_id}`)).local_starts_at.startsWith(wanted));
+  if (outcome.refused) return `Not moved: ${outcome.refused.reason}.`;
+  return outcome.result ? null : "The calendar has not answered in 30 s: look at the appointment in a moment.";
 }
 
 // --- patients: by name as you type, and the patient's page ------------------------------------
