@@ -9,7 +9,6 @@ either way the line is open again with the reason on it, announced like a refusa
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -56,6 +55,7 @@ from packline_invoicing.responses import (
     LineOpened,
     RequestReleased,
 )
+from packline_invoicing.sweep import Sweep
 
 log = structlog.get_logger(__name__)
 
@@ -468,7 +468,7 @@ async def release_request(
     return True
 
 
-class BookingRequestSweep:
+class BookingRequestSweep(Sweep):
     """Releases booking requests the calendar has not answered within the timeout.
 
     Every replica runs one; ``FOR UPDATE SKIP LOCKED`` gives each overdue line to one of them, and
@@ -476,38 +476,16 @@ class BookingRequestSweep:
     commits first wins; the other then finds the line no longer waiting)."""
 
     BATCH = 100
+    name, task = "booking request sweep", "booking-sweep"
 
     def __init__(self, service: Service, timeout: timedelta, clock: Clock = utc_now) -> None:
-        self.service = service
+        # Often enough that a request is released soon after its time, never a busy loop.
+        super().__init__(service, min(max(timeout.total_seconds() / 4, 0.1), 5.0))
         self.timeout = timeout
         self.clock = clock
-        # Often enough that a request is released soon after its time, never a busy loop.
-        self.interval = min(max(timeout.total_seconds() / 4, 0.1), 5.0)
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._stop.clear()
-        self._task = asyncio.create_task(self.run(), name=f"{self.service.name}-booking-sweep")
-
-    async def stop(self) -> None:
-        """Let a sweep in progress commit, then end (called before the pool closes)."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                while await self.sweep_once() == self.BATCH and not self._stop.is_set():
-                    pass
-            except Exception:  # the database may be down: try again next round, keep running
-                log.exception("booking request sweep failed; retrying")
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.interval)
-            except TimeoutError:
-                pass
+    async def round(self) -> bool:
+        return await self.sweep_once() == self.BATCH
 
     async def sweep_once(self) -> int:
         """Release up to BATCH overdue requests in one transaction; returns how many."""

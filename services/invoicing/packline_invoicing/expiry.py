@@ -23,7 +23,6 @@ sweep repeated publishes nothing new."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -55,6 +54,7 @@ from packline_invoicing import commands, invoices, lines, revenue, rules
 from packline_invoicing.booking import Clock, utc_now
 from packline_invoicing.http import shown_with_notes
 from packline_invoicing.responses import InvoiceShown
+from packline_invoicing.sweep import Sweep
 
 log = structlog.get_logger(__name__)
 
@@ -225,43 +225,21 @@ LOCK_INVOICE = (
 )
 
 
-class ExpirySweep:
+class ExpirySweep(Sweep):
     """Reminds of expiry and writes off what expired, every ``interval`` seconds, at the time
     its clock says."""
 
     BATCH = 100
+    name, task = "expiry sweep", "expiry-sweep"
 
     def __init__(self, service: Service, interval: float, clock: Clock = utc_now) -> None:
-        self.service = service
-        self.interval = interval
+        super().__init__(service, interval)
         self.clock = clock
         self.more = False  # the last round found a full batch: another may follow at once
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._stop.clear()
-        self._task = asyncio.create_task(self.run(), name=f"{self.service.name}-expiry-sweep")
-
-    async def stop(self) -> None:
-        """Let a sweep in progress commit, then end (called before the pool closes)."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.sweep_once()
-                while self.more and not self._stop.is_set():
-                    await self.sweep_once()
-            except Exception:  # the database may be down: try again next round, keep running
-                log.exception("expiry sweep failed; retrying")
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.interval)
-            except TimeoutError:
-                pass
+    async def round(self) -> bool:
+        await self.sweep_once()
+        return self.more
 
     async def sweep_once(self) -> tuple[int, int]:
         """Write off what is due, then send the reminders due, at this clock's now: returns for
