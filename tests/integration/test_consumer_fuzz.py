@@ -934,8 +934,11 @@ async def test_a_record_with_neither_key_nor_value_is_on_the_dead_letter_topic(
 ) -> None:
     calendar, letters, _ = await _one_record(start_service, infrastructure, None, None)
 
-    assert len(letters) == 1
-    assert "value" in letters[0].header("reason")
+    # Dead letters are sent at least once: a publish that timed out on a loaded machine may have
+    # landed, and the record is then kept and its reference sent too. Each says why.
+    assert letters, "no dead letter"
+    assert all("value" in letter.header("reason") for letter in letters)
+    assert len({letter.stored_id for letter in letters} - {None}) <= 1
     assert await deadletters.publish_stored(calendar) == 0
 
 

@@ -525,6 +525,11 @@ async def test_a_dead_letter_topic_that_refuses_writes_does_not_hold_the_partiti
     await admin.start()
     try:
         await admin.delete_topics([dead_topic])
+
+        async def gone() -> bool:  # deleting is asynchronous: a publish before it is done lands
+            return dead_topic not in await admin.list_topics()
+
+        await eventually(gone, what="the dead-letter topic deleted")
         poison, good = b"not an envelope", probe_on(0)
         await calendar.producer.send_and_wait(
             calendar.settings.topic(OPS_PROBES), poison, b"junk", partition=0
