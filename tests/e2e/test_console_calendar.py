@@ -182,7 +182,7 @@ async def test_book_from_the_grid_and_find_the_patient(
                 await dialog.get_by_role("button", name=name).click()
                 await dialog.get_by_role("button", name="Book").click()
                 await expect(dialog.locator("#book-status")).to_contain_text(
-                    re.compile(r"Not booked: .*10:00.* is in the past\."), timeout=8_000
+                    re.compile(r"Not booked: .*10:00.* is in the past\."), timeout=20_000
                 )
                 await dialog.get_by_role("button", name="Cancel").click()
 

@@ -113,7 +113,8 @@ const addDays = (isoDay, n) => new Date(Date.parse(`${isoDay}T00:00:00Z`) + n * 
 // The console's /live stream (Server-Sent Events, read with fetch so that it carries the token):
 // the grid and the open panel follow what happens in the clinic, and a booking or a move that
 // waits for the calendar's answer hears it, a refusal with its reason, as soon as it is published.
-const live = { connected: false, waiting: new Map(), refresh: null };
+// A refusal is remembered (the last hundred): it may arrive before its booking waits for it.
+const live = { connected: false, waiting: new Map(), refused: new Map(), refresh: null };
 
 async function listen() {
   while (token()) {
@@ -144,6 +145,10 @@ async function listen() {
 
 function heard(kind, notice) {
   if (kind === "ready") { live.connected = notice.reading; return; }
+  if (kind === "refused") {
+    live.refused.set(notice.appointment_id, notice);
+    if (live.refused.size > 100) live.refused.delete(live.refused.keys().next().value);
+  }
   live.waiting.get(notice.appointment_id)?.(kind, notice);
   const shown = kind === "reload" || notice.location_id === $("cal-location").value
     || grid.appointments.some((a) => a.appointment_id === notice.appointment_id);
@@ -171,8 +176,10 @@ function nextNotice(appointmentId, ms) {
 async function answered(appointmentId, probe, seconds = 30) {
   const deadline = Date.now() + seconds * 1000;
   for (;;) {
+    if (live.refused.has(appointmentId)) return { refused: live.refused.get(appointmentId) };
     const result = await probe().catch(() => null);
     if (result) return { result };
+    if (live.refused.has(appointmentId)) return { refused: live.refused.get(appointmentId) };
     const left = deadline - Date.now();
     if (left <= 0) return {};
     const told = await nextNotice(appointmentId, Math.min(left, live.connected ? 5000 : 500));
