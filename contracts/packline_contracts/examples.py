@@ -271,6 +271,24 @@ EXAMPLES: dict[str, Message] = {
             reason="Patient was in hospital for three weeks",
             extended_by="manager:li",
         ),
+        i.TopUpPackageInvoice(
+            patient_id=PATIENT,
+            invoice_id=INVOICE,
+            topup_id=derived_id("example", "topup"),
+            sessions=2,
+            price_cents=15000,
+            reason="Two more sessions at the returning-patient price",
+            topped_up_by="billing:bo",
+        ),
+        i.TransferSessions(
+            patient_id=PATIENT,
+            invoice_id=INVOICE,
+            transfer_id=derived_id("example", "transfer"),
+            to_patient_id="patient-2077",
+            sessions=1,
+            reason="Given to her daughter, who continues the treatment",
+            transferred_by="manager:li",
+        ),
         i.PackageInvoiceIssued(
             patient_id=PATIENT,
             invoice_id=INVOICE,
@@ -422,6 +440,60 @@ EXAMPLES: dict[str, Message] = {
             extended_by="manager:li",
             line_ids=[LINE_2],
             balance=BALANCE.model_copy(update={"expires_on": date(2099, 6, 30)}),
+        ),
+        i.PackageInvoiceToppedUp(
+            patient_id=PATIENT,
+            invoice_id=INVOICE,
+            topup_id=derived_id("example", "topup"),
+            package_id=PACKAGE,
+            package_name=PACKAGE_TERMS["name"],
+            lines=[
+                OPEN_LINE.model_copy(
+                    update={
+                        "line_id": derived_id("example", "invoice", "line", 6),
+                        "line_number": 6,
+                        "share_cents": 7500,
+                    }
+                ),
+                OPEN_LINE.model_copy(
+                    update={
+                        "line_id": derived_id("example", "invoice", "line", 7),
+                        "line_number": 7,
+                        "share_cents": 7500,
+                    }
+                ),
+            ],
+            sessions=2,
+            sold_cents=15000,
+            price_cents=55000,
+            status=i.InvoiceStatus.ISSUED,
+            redeemable=True,
+            owed_cents=47000,
+            accounted_at=datetime(2099, 3, 2, 9, 30, tzinfo=UTC),
+            reason="Two more sessions at the returning-patient price",
+            topped_up_by="billing:bo",
+            balance=Balance(total=7, booked=1, used=1, remaining=5, expires_on=date(2099, 5, 30)),
+        ),
+        i.SessionsTransferred(
+            patient_id=PATIENT,
+            invoice_id=INVOICE,
+            transfer_id=derived_id("example", "transfer"),
+            package_id=PACKAGE,
+            package_name=PACKAGE_TERMS["name"],
+            to_patient_id="patient-2077",
+            to_invoice_id=derived_id("transfer", derived_id("example", "transfer")),
+            lines=[
+                OPEN_LINE.model_copy(
+                    update={"version": 2, "status": i.LineStatus.TRANSFERRED, "share_cents": 8000}
+                )
+            ],
+            sessions=1,
+            transferred_cents=8000,
+            owed_cents=24000,
+            accounted_at=datetime(2099, 3, 2, 9, 30, tzinfo=UTC),
+            reason="Given to her daughter, who continues the treatment",
+            transferred_by="manager:li",
+            balance=Balance(total=4, booked=1, used=1, remaining=2, expires_on=date(2099, 5, 30)),
         ),
         m.AppointmentNotMatched(
             patient_id=PATIENT,

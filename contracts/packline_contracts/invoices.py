@@ -3,8 +3,9 @@ lines and appointments. Owned by invoicing; every message is keyed by the patien
 
 A package invoice has one line per session (a package of 5 massages has 5 lines). A line is
 **open** (unassigned), **linked** to one appointment, **used** (the patient arrived for that
-appointment: the session is spent, R14), **forfeited** (R9) or **expired** (still unbooked when
-the invoice's validity and the package's grace ended: written off by ``SessionsExpired``, R18).
+appointment: the session is spent, R14), **forfeited** (R9), **expired** (still unbooked when
+the invoice's validity and the package's grace ended: written off by ``SessionsExpired``, R18) or
+**transferred** (moved unbooked to another patient's new invoice by ``SessionsTransferred``, R18).
 Links are made by the matcher's
 ``LinkAppointment`` and checked again by invoicing, which answers ``LineLinked`` or
 ``LinkRefused``."""
@@ -165,6 +166,48 @@ class ExtendPackageInvoice(InvoiceCommand):
     extended_by: Actor
 
 
+class TopUpPackageInvoice(InvoiceCommand):
+    """R18: staff add sessions to an invoice at a price (a top-up). The new lines are for the
+    invoice's fee (``fee_id`` when it has several), with its restrictions and its current last
+    day; their shares divide ``price_cents`` as a sale's do, the price is added to the invoice's
+    and to what it owes (sold). The matcher links the patient's waiting appointments that now
+    fit (R12). Not for a void or refunded invoice, nor one whose last day has passed. Answered by
+    PackageInvoiceToppedUp, or InvoiceCommandRefused naming the field."""
+
+    topup_id: UUID = Field(
+        description="Chosen by the sender: a retried top-up is answered again, not applied twice."
+    )
+    sessions: int = Field(ge=1, le=100, description="How many sessions to add.")
+    price_cents: Cents = Field(description="The price of the added sessions together (0: free).")
+    fee_id: FeeId | None = Field(
+        default=None,
+        description="The fee of the added sessions: one of the invoice's; needed only when the "
+        "invoice has several.",
+    )
+    reason: Reason | None = None
+    topped_up_by: Actor
+
+
+class TransferSessions(InvoiceCommand):
+    """R18: staff move unbooked sessions of this invoice (``patient_id``'s) to a new invoice of
+    another patient (``to_patient_id``), for the same package, restrictions and validity. The
+    old lines become ``transferred`` for good and their shares leave what this invoice owes; the
+    new invoice (id derived from ``transfer_id``) is announced by PackageInvoiceIssued to the
+    recipient and owes those shares (the matcher links the recipient's waiting appointments, R12).
+    The open lines with the highest line numbers go. Not for a void, refunded or unpaid
+    (pay-before-use) invoice, nor more sessions than are unbooked. Answered by
+    SessionsTransferred, or InvoiceCommandRefused naming the field."""
+
+    transfer_id: UUID = Field(
+        description="Chosen by the sender: names the new invoice; a retried transfer is answered "
+        "again, not applied twice."
+    )
+    to_patient_id: PatientId = Field(description="Who receives the sessions.")
+    sessions: int = Field(ge=1, le=100, description="How many unbooked sessions to move.")
+    reason: Reason
+    transferred_by: Actor
+
+
 # --- events -----------------------------------------------------------------------------------
 
 
@@ -175,6 +218,7 @@ class LineStatus(StrEnum):
     USED = "used"
     FORFEITED = "forfeited"
     EXPIRED = "expired"
+    TRANSFERRED = "transferred"
 
 
 class InvoiceStatus(StrEnum):
@@ -285,6 +329,11 @@ class PackageInvoiceIssued(InvoiceEvent):
         default=None,
         description="Who sold it: the staff member's verified id, or the channel's actor for an "
         "online purchase (absent from events before this field existed).",
+    )
+    transferred_from: UUID | None = Field(
+        default=None,
+        description="For an invoice made by a transfer (TransferSessions): the invoice the "
+        "sessions came from. Its price is their shares, paid by that invoice.",
     )
 
 
@@ -432,9 +481,9 @@ class LinkRefused(InvoiceEvent):
 
 
 class InvoiceCommandRefused(InvoiceEvent):
-    """A purchase, payment, void, refund, unlink, unassign or extension that could not be
-    applied, and why (e.g. unknown package or invoice, a line of another patient); the reason
-    begins with the field it is about where there is one ("valid_until: ...")."""
+    """A purchase, payment, void, refund, unlink, unassign, extension, top-up or transfer that
+    could not be applied, and why (e.g. unknown package or invoice, a line of another patient);
+    the reason begins with the field it is about where there is one ("valid_until: ...")."""
 
     command_type: Annotated[OneLine, Field(min_length=1, max_length=100)]
     reason: Reason
@@ -513,4 +562,53 @@ class PackageInvoiceExtended(InvoiceEvent):
         max_length=100,
         description="The lines extended: every line not used, forfeited or written off.",
     )
+    balance: Balance
+
+
+class PackageInvoiceToppedUp(InvoiceEvent):
+    """R18: staff added sessions to the invoice at a price (TopUpPackageInvoice): the new lines
+    with their shares, the invoice's new price, and what it owes now (docs/revenue.md: the price
+    counts as sold at ``accounted_at``)."""
+
+    topup_id: UUID
+    package_id: PackageId
+    package_name: Name
+    lines: list[InvoiceLine] = Field(
+        min_length=1, max_length=100, description="The lines added, as they are now."
+    )
+    sessions: Count
+    sold_cents: Cents = Field(description="The price of the added sessions: their shares' sum.")
+    price_cents: Cents = Field(description="The invoice's price now.")
+    status: InvoiceStatus
+    redeemable: bool
+    owed_cents: Cents = Field(description="What the invoice owes afterwards.")
+    accounted_at: Instant = Field(description="When the top-up counts (the request's time).")
+    reason: Reason | None = None
+    topped_up_by: Actor
+    balance: Balance
+
+
+class SessionsTransferred(InvoiceEvent):
+    """R18: unbooked sessions of this invoice moved to another patient's new invoice
+    (``to_invoice_id``, announced to that patient by PackageInvoiceIssued): the lines named are
+    ``transferred`` for good, never redeemable here again, and their shares left what this
+    invoice owes (``transferred_cents``, owed by the new invoice; docs/revenue.md)."""
+
+    transfer_id: UUID
+    package_id: PackageId
+    package_name: Name
+    to_patient_id: PatientId
+    to_invoice_id: UUID
+    lines: list[InvoiceLine] = Field(
+        min_length=1, max_length=100, description="The lines moved, as they are now here."
+    )
+    sessions: Count
+    transferred_cents: Cents = Field(
+        description="Their shares, taken off what this invoice owed (at most that), now owed by "
+        "the new invoice."
+    )
+    owed_cents: Cents = Field(description="What this invoice still owes afterwards.")
+    accounted_at: Instant = Field(description="When the transfer counts (the request's time).")
+    reason: Reason
+    transferred_by: Actor
     balance: Balance

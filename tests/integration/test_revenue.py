@@ -28,11 +28,14 @@ from packline_contracts.invoices import (
     PackageInvoice,
     PackageInvoiceIssued,
     PackageInvoiceRefunded,
+    PackageInvoiceToppedUp,
     PackageInvoiceVoided,
     PaymentRecorded,
     PurchaseChannel,
     RecordPayment,
     RefundPackageInvoice,
+    SessionsExpired,
+    SessionsTransferred,
     VoidPackageInvoice,
 )
 from packline_contracts.topics import INVOICING_EVENTS
@@ -62,7 +65,17 @@ TRIO = package("trio", count=3, price_cents=10000).model_copy(
     update={"late_cancel_policy": LateCancelPolicy(forfeit_within_hours=24)}
 )
 FIVE = package("five", count=5, price_cents=40000)
-KINDS = ("sold", "recognised", "forfeited", "expired", "refunded", "voided")
+KINDS = (
+    "sold",
+    "recognised",
+    "forfeited",
+    "expired",
+    "transferred_in",
+    "transferred_out",
+    "refunded",
+    "voided",
+)
+ADDS_TO_OWED = {"sold", "transferred_in"}
 
 
 @pytest.fixture
@@ -148,7 +161,17 @@ def recomputed(
         e = envelope.payload
         if isinstance(e, PackageInvoiceIssued):
             invoices[e.invoice_id] = e.invoice
-            entries.append((e.invoice_id, "sold", e.invoice.price_cents, e.invoice.issued_at))
+            if (
+                e.transferred_from is None
+            ):  # a transfer's invoice owes what SessionsTransferred says
+                entries.append((e.invoice_id, "sold", e.invoice.price_cents, e.invoice.issued_at))
+        elif isinstance(e, PackageInvoiceToppedUp):
+            entries.append((e.invoice_id, "sold", e.sold_cents, e.accounted_at))
+        elif isinstance(e, SessionsTransferred):
+            entries.append((e.invoice_id, "transferred_out", e.transferred_cents, e.accounted_at))
+            entries.append((e.to_invoice_id, "transferred_in", e.transferred_cents, e.accounted_at))
+        elif isinstance(e, SessionsExpired):
+            entries.append((e.invoice_id, "expired", e.expired_cents, e.accounted_at))
         elif isinstance(e, LineUsed):
             entries.append((e.invoice_id, "recognised", e.recognised_cents, e.accounted_at))
         elif isinstance(e, LineForfeited):
@@ -170,7 +193,7 @@ def recomputed(
             continue
         day = at.astimezone(ZoneInfo(invoice.time_zone)).date()
         group = (invoice.package_id, invoice.currency)
-        sign = {"sold": 1, "refunded_recognised": 0}.get(kind, -1)
+        sign = 1 if kind in ADDS_TO_OWED else 0 if kind == "refunded_recognised" else -1
         if day < first:
             opening[group] += sign * amount
         elif day <= last:
@@ -183,7 +206,7 @@ def recomputed(
         for month in months:
             sums = moved.get((*group, month), {})
             start = owed
-            owed += sums.get("sold", 0) - sum(sums.get(k, 0) for k in KINDS[1:])
+            owed += sum(sums.get(k, 0) * (1 if k in ADDS_TO_OWED else -1) for k in KINDS)
             rows.append(
                 {"package_id": group[0], "currency": group[1], "month": month}
                 | {"opening_owed_cents": start}
@@ -304,6 +327,8 @@ async def test_the_report_recomputed_from_the_events_equals_the_http_report_to_t
         "recognised_cents": 3334 + 8000,
         "forfeited_cents": 3333,
         "expired_cents": 0,
+        "transferred_in_cents": 0,
+        "transferred_out_cents": 0,
         "refunded_cents": 3333 + 10000 + 22000,
         "voided_cents": 40000,
         "refunded_recognised_cents": 1667 + 8000,

@@ -54,6 +54,8 @@ ROUTE_ANSWERS: dict[str, dict[str, set[int]]] = {
         "DELETE /invoices/{invoice_id}/lines/{line_id}/booking-request": {200, 404, 409},
         "GET /reports/deferred-revenue": {200},
         "PUT /invoices/{invoice_id}/validity": {200, 404},
+        "POST /invoices/{invoice_id}/top-ups": {201, 404},
+        "POST /invoices/{invoice_id}/transfers": {201, 404},
     },
     "matcher": {
         "GET /appointments/{appointment_id}/explanation": {200, 404},

@@ -26,6 +26,7 @@ from packline_invoicing.expiry import (
 from packline_invoicing.http import register_http
 from packline_invoicing.known import register_known_appointments
 from packline_invoicing.settings import InvoicingSettings
+from packline_invoicing.transfer import register_transfer_commands, register_transfer_http
 
 NAME = "invoicing"
 
@@ -38,6 +39,7 @@ def create_service(settings: InvoicingSettings | None = None) -> Service:
     commands = service.consumer("commands")
     register_commands(commands)
     register_expiry_commands(commands)
+    register_transfer_commands(commands)
     # One consumer (one group) for the calendar's events: bookings' answers and attendance.
     booking_results = service.consumer("booking-results")
     register_booking_results(booking_results)
@@ -49,5 +51,6 @@ def create_service(settings: InvoicingSettings | None = None) -> Service:
     register_booking(service, settings.calendar_url, settings.calendar_token)
     register_booking_request_sweep(service, settings.booking_request_timeout_seconds)
     register_expiry_http(service)
+    register_transfer_http(service)
     register_expiry_sweep(service, settings.expiry_sweep_interval_seconds)
     return service

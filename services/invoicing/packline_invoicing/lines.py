@@ -1,7 +1,7 @@
 """An invoice line's life, without I/O: a booking requested from it (R3), the appointment it
 redeems (a link, R4 to R6), released again (R8, R9, R10, R13), used when the patient attends (R14),
-or forfeited under the package's late-cancel policy (R9); written off unbooked at expiry, or given
-a later last day by staff (R18).
+or forfeited under the package's late-cancel policy (R9); written off unbooked at expiry, given
+a later last day by staff, or moved unbooked to another patient's invoice (R18).
 
 Each transition takes the line as it was read and returns either what changed — the line as it
 is afterwards, its version one higher, and what happened (the event's kind and fields) — or a
@@ -10,8 +10,8 @@ refusal with a code and a reason, the line left as it was. Any instant comes in 
 (packline_invoicing.invoices.save_line) and publish what happened.
 
 A line holds an appointment exactly while it is booking_requested, linked, used or forfeited
-(the database checks the same). Used, forfeited and expired are final: the session is spent (or
-written off), and the line never changes again.
+(the database checks the same). Used, forfeited, expired and transferred are final: the session
+is spent (or written off, or moved), and the line never changes again.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from packline_contracts import clinic_time, wording
 from packline_contracts.invoices import LineStatus, LinkRefusalCode
 from packline_contracts.types import Appointment
 
-FINAL = frozenset({LineStatus.USED, LineStatus.FORFEITED, LineStatus.EXPIRED})
+FINAL = frozenset(
+    {LineStatus.USED, LineStatus.FORFEITED, LineStatus.EXPIRED, LineStatus.TRANSFERRED}
+)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,16 @@ class Extended:
     valid_until: date
 
 
-E = TypeVar("E", BookingRequested, Linked, Released, Used, Forfeited, Expired, Extended)
+@dataclass(frozen=True)
+class Transferred:
+    """Moved unbooked to ``to_line_id`` of another patient's invoice (SessionsTransferred)."""
+
+    to_line_id: UUID
+
+
+E = TypeVar(
+    "E", BookingRequested, Linked, Released, Used, Forfeited, Expired, Extended, Transferred
+)
 
 
 @dataclass(frozen=True)
@@ -354,3 +365,16 @@ def extend(line: Line, valid_until: date) -> Changed[Extended] | Refused:
             Refusal.NOT_DUE, f"the line is already valid until {wording.day(line.valid_until)}"
         )
     return _changed(line, Extended(line.valid_until, valid_until), valid_until=valid_until)
+
+
+def transfer(line: Line, to_line_id: UUID) -> Changed[Transferred] | Refused:
+    """R18: staff move the line's session, unbooked, to another patient's invoice (the line
+    ``to_line_id`` takes its place there): the line is never redeemable again. Only an open line
+    moves; one holding an appointment or a booking request keeps it."""
+    if line.status in FINAL:
+        return Refused(Refusal.FINAL, f"the line is {line.status.value}")
+    if line.status != LineStatus.OPEN:
+        return Refused(
+            Refusal.WRONG_STATUS, f"the line is {line.status.value}: only an open line moves"
+        )
+    return _changed(line, Transferred(to_line_id), status=LineStatus.TRANSFERRED, note=None)

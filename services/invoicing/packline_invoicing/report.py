@@ -1,12 +1,13 @@
 """The deferred-revenue (liability) report, without I/O (issue #22 point 3, docs/revenue.md).
 
 Every amount that changes what invoices still owe is an entry (``revenue_entries``, written with
-the event that carries it): ``sold`` adds to what is owed; ``recognised``, ``forfeited``,
-``expired``, ``refunded`` and ``voided`` take from it; ``refunded_recognised`` (the part of a
-refund beyond what was owed: revenue given back) leaves it alone. The report adds the entries up
-by package, currency and month (the selling location's local month), for the days from ``first``
-to ``last``: what was owed when the period began (everything before it), each month's movements,
-and what is owed at the end of each month."""
+the event that carries it): ``sold`` (a sale or a top-up) and ``transferred_in`` (sessions
+moved to this invoice from another patient's) add to what is owed; ``recognised``,
+``forfeited``, ``expired``, ``transferred_out``, ``refunded`` and ``voided`` take from it;
+``refunded_recognised`` (the part of a refund beyond what was owed: revenue given back) leaves it
+alone. The report adds the entries up by package, currency and month (the selling location's
+local month), for the days from ``first`` to ``last``: what was owed when the period began
+(everything before it), each month's movements, and what is owed at the end of each month."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ OWED_SIGN = {
     "recognised": -1,
     "forfeited": -1,
     "expired": -1,
+    "transferred_in": 1,
+    "transferred_out": -1,
     "refunded": -1,
     "voided": -1,
     "refunded_recognised": 0,
@@ -54,11 +57,18 @@ class ReportRow(Answer):
     currency: Currency
     month: str = Field(description='"YYYY-MM", the selling location\'s local month.')
     opening_owed_cents: int = Field(description="Owed when the month (or the period) began.")
-    sold_cents: int
+    sold_cents: int = Field(description="Sales and top-ups (TopUpPackageInvoice).")
     recognised_cents: int = Field(description="Sessions used (attended).")
     forfeited_cents: int = Field(description="Sessions forfeited (late cancel, no-show, R9).")
     expired_cents: int = Field(
         description="Sessions written off unbooked at expiry (SessionsExpired, R18)."
+    )
+    transferred_in_cents: int = Field(
+        description="Sessions moved here from another patient's invoice (SessionsTransferred)."
+    )
+    transferred_out_cents: int = Field(
+        description="Sessions moved to another patient's invoice (SessionsTransferred): the "
+        "same cents appear as transferred_in where the new invoice is reported."
     )
     refunded_cents: int = Field(description="Refunds, as far as they took from what was owed.")
     voided_cents: int = Field(description="What voided invoices still owed.")
@@ -78,6 +88,8 @@ class ReportTotal(Answer):
     recognised_cents: int
     forfeited_cents: int
     expired_cents: int
+    transferred_in_cents: int
+    transferred_out_cents: int
     refunded_cents: int
     voided_cents: int
     refunded_recognised_cents: int

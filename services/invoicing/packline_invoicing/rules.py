@@ -69,15 +69,18 @@ def tallied_balance(
     how many lines the invoice has in each status and when the linked ones' appointments start
     (what one aggregate query reads): remaining = open; used = attended, forfeited, written off
     at expiry (also counted in ``expired``), or linked to an appointment that has started;
-    booked = linked to an upcoming appointment, or a booking requested from the line."""
+    booked = linked to an upcoming appointment, or a booking requested from the line. Lines
+    transferred to another patient's invoice are not counted at all."""
     started = sum(1 for starts_at in linked_starts if starts_at is not None and starts_at <= now)
     expired = counts.get(LineStatus.EXPIRED, 0)
     used = counts.get(LineStatus.USED, 0) + counts.get(LineStatus.FORFEITED, 0) + expired + started
     linked = counts.get(LineStatus.LINKED, 0)
     booked = linked - started + counts.get(LineStatus.BOOKING_REQUESTED, 0)
     remaining = counts.get(LineStatus.OPEN, 0)
+    # A session transferred to another patient's invoice is no longer this invoice's (R18).
+    transferred = counts.get(LineStatus.TRANSFERRED, 0)
     return Balance(
-        total=sum(counts.values()),
+        total=sum(counts.values()) - transferred,
         booked=booked,
         used=used,
         remaining=remaining,

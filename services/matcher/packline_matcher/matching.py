@@ -20,6 +20,7 @@ from packline_contracts.appointments import (
 from packline_contracts.catalogue import LocationDefined, PractitionerDefined
 from packline_contracts.envelope import Envelope
 from packline_contracts.invoices import (
+    InvoiceLine,
     LineBookingRefused,
     LineBookingRequested,
     LineForfeited,
@@ -30,9 +31,11 @@ from packline_contracts.invoices import (
     PackageInvoiceExtended,
     PackageInvoiceIssued,
     PackageInvoiceRefunded,
+    PackageInvoiceToppedUp,
     PackageInvoiceVoided,
     PaymentRecorded,
     SessionsExpired,
+    SessionsTransferred,
     UnlinkReason,
 )
 from packline_core.consumer import MessageConsumer
@@ -66,6 +69,8 @@ def register_matching(consumer: MessageConsumer) -> None:
     consumer.handles(LineBookingRefused)(line_booking_refused)
     consumer.handles(PackageInvoiceExtended)(invoice_extended)
     consumer.handles(SessionsExpired)(sessions_expired)
+    consumer.handles(PackageInvoiceToppedUp)(invoice_topped_up)
+    consumer.handles(SessionsTransferred)(sessions_transferred)
 
 
 def register_directory(consumer: MessageConsumer) -> None:
@@ -139,15 +144,24 @@ async def invoice_issued(tx: Transaction, envelope: Envelope[PackageInvoiceIssue
     )
     if not inserted:
         return
-    await tx.conn.executemany(
+    await insert_lines(tx.conn, invoice.invoice_id, invoice.patient_id, invoice.lines)
+    await link_waiting(tx, invoice.patient_id, envelope.occurred_at)
+
+
+async def insert_lines(
+    conn: Connection, invoice_id: UUID, patient_id: str, lines: Sequence[InvoiceLine]
+) -> None:
+    """An invoice's lines as invoicing announced them (at sale, or added by a top-up)."""
+    await conn.executemany(
         "INSERT INTO lines (line_id, invoice_id, patient_id, line_number, fee_id,"
         " practitioner_ids, location_ids, valid_from, valid_until, status, appointment_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " ON CONFLICT (line_id) DO NOTHING",
         [
             (
                 line.line_id,
-                invoice.invoice_id,
-                invoice.patient_id,
+                invoice_id,
+                patient_id,
                 line.line_number,
                 line.fee_id,
                 line.practitioners.ids,
@@ -155,14 +169,13 @@ async def invoice_issued(tx: Transaction, envelope: Envelope[PackageInvoiceIssue
                 line.valid_from,
                 line.valid_until,
                 # The read model's words: a booking requested is "requested"; open, linked,
-                # used and forfeited are the same.
+                # used, forfeited, expired and transferred are the same.
                 "requested" if line.status.value == "booking_requested" else line.status.value,
                 line.appointment_id,
             )
-            for line in invoice.lines
+            for line in lines
         ],
     )
-    await link_waiting(tx, invoice.patient_id, envelope.occurred_at)
 
 
 def unpaid(redeemable: bool, status: str) -> bool:
@@ -279,6 +292,32 @@ async def sessions_expired(tx: Transaction, envelope: Envelope[SessionsExpired])
     link it asked for meanwhile is refused: invoicing wrote the line off first)."""
     await tx.conn.execute(
         "UPDATE lines SET status = 'expired', appointment_id = NULL"
+        " WHERE line_id = ANY($1::uuid[])",
+        [line.line_id for line in envelope.payload.lines],
+    )
+
+
+async def invoice_topped_up(tx: Transaction, envelope: Envelope[PackageInvoiceToppedUp]) -> None:
+    """R18: staff added sessions to the invoice: its new lines can be chosen, and the patient's
+    waiting appointments that now fit are linked (R12). A price the patient has not paid yet
+    may make a pay-before-use invoice unredeemable until it is."""
+    event = envelope.payload
+    await tx.conn.execute(
+        "UPDATE invoices SET redeemable = $2, unpaid = $3 WHERE invoice_id = $1",
+        event.invoice_id,
+        event.redeemable,
+        unpaid(event.redeemable, event.status.value),
+    )
+    await insert_lines(tx.conn, event.invoice_id, event.patient_id, event.lines)
+    await link_waiting(tx, event.patient_id, envelope.occurred_at)
+
+
+async def sessions_transferred(tx: Transaction, envelope: Envelope[SessionsTransferred]) -> None:
+    """R18: these unbooked lines moved to another patient's invoice (announced to that patient
+    by its own PackageInvoiceIssued): never chosen here again. Final, whatever the read model
+    thought (a link it asked for meanwhile is refused: invoicing moved the line first)."""
+    await tx.conn.execute(
+        "UPDATE lines SET status = 'transferred', appointment_id = NULL"
         " WHERE line_id = ANY($1::uuid[])",
         [line.line_id for line in envelope.payload.lines],
     )
