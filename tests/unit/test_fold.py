@@ -19,8 +19,8 @@ from packline_contracts.appointments import (
 from packline_contracts.invoices import LineLinked, LinkAppointment, UnlinkAppointment
 from packline_contracts.types import Appointment as Snapshot
 from packline_contracts.types import AppointmentStatus, BookingSource
-from packline_matcher import fold
-from packline_matcher.decision import Line
+from packline_matcher import fold, readmodel
+from packline_matcher.decision import Line, condensed, in_order
 
 from tests.clinic import line_event
 from tests.decisions import START, line
@@ -197,3 +197,58 @@ def test_the_state_the_fold_started_from_is_left_as_it_was() -> None:
         only, status="requested", appointment_id=appointment_id(0)
     )
     assert [type(p.message) for p in published(said)] == [LinkAppointment]
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Line]:
+    """A patient's lines after some life: a few invoices of several sessions, some with
+    restrictions or a shorter validity, open, booked (some by the batch's appointments), used,
+    expired or forfeited."""
+    lines: list[Line] = []
+    for invoice in range(draw(st.integers(1, 3))):
+        paid = draw(st.booleans())
+        for number in range(1, draw(st.integers(1, 9)) + 1):
+            status = draw(
+                st.sampled_from(["open"] * 3 + ["linked", "used", "expired", "forfeited"])
+            )
+            held = None
+            if status == "linked":
+                held = draw(
+                    st.sampled_from([uuid5(SPACE, "elsewhere"), *map(appointment_id, (0, 1))])
+                )
+            lines.append(
+                line(
+                    number,
+                    line_id=uuid5(SPACE, f"line-{invoice}-{number}"),
+                    invoice_id=uuid5(SPACE, f"invoice-{invoice}"),
+                    invoice_issued_at=START - timedelta(days=30 - invoice),
+                    redeemable=paid,
+                    unpaid=not paid,
+                    fee_id=draw(st.sampled_from(["massage", "physio"])),
+                    valid_until=START.date() + timedelta(days=draw(st.sampled_from([0, 30, 60]))),
+                    practitioner_ids=draw(st.sampled_from([None, ("dr-a",), ("dr-b",)])),
+                    status=status,
+                    appointment_id=held,
+                )
+            )
+    return lines
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(), events())
+def test_the_lines_read_decide_as_every_line_would(
+    lines: list[Line], messages: list[fold.Input]
+) -> None:
+    """The matcher reads a few of a patient's alike lines (decision.condensed, readmodel.load):
+    a batch folded over them says, and changes, exactly what it would over every line."""
+    batch = {readmodel.appointment_named(m) for m in messages}
+    _, decided = readmodel.deciding(messages, fold.State())
+    apart = [x for x in lines if x.appointment_id in batch]
+    rest = [x for x in lines if x.appointment_id not in batch]
+    read = sorted([*apart, *condensed(rest, decided.get(PATIENT, 0) + 1)], key=in_order)
+    everything = sorted(lines, key=in_order)
+    every_state, every = fold.fold(state({x.line_id: x for x in everything}), messages)
+    read_state, said = fold.fold(state({x.line_id: x for x in read}), messages)
+    assert published(said) == published(every)
+    assert read_state.changed_lines == every_state.changed_lines
+    assert read_state.explanations == every_state.explanations

@@ -11,7 +11,7 @@ can, the earliest expiry wins, then the oldest invoice, then the lowest line num
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
@@ -50,6 +50,11 @@ class Line:
     status: str
     appointment_id: UUID | None = None
     policy: LateCancelPolicy | None = None
+    # How many lines this one stands for: itself and the lines of its invoice after it that
+    # decide exactly as it does (same fee, restrictions, validity and status) and were not read
+    # (readmodel.load reads a few of a thousand alike lines; see condensed()). Counted where a
+    # decision says how many: "of 3 that fit", "all 5 sessions booked".
+    alike: int = 1
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,46 @@ def relevant(appointment: Appointment, line: Line) -> bool:
     return line.fee_id in appointment.fee_ids or line.appointment_id == appointment.appointment_id
 
 
+def alike(line: Line) -> tuple[object, ...]:
+    """What a line is decided by, besides its number: lines of one invoice that share this
+    decide alike (R6's restrictions and validity, and whether it is free)."""
+    return (
+        line.invoice_id,
+        line.fee_id,
+        line.status,
+        line.practitioner_ids,
+        line.location_ids,
+        line.valid_from,
+        line.valid_until,
+    )
+
+
+def condensed(lines: Sequence[Line], open_kept: int) -> list[Line]:
+    """The lines readmodel.load reads of a patient's ``lines`` for some fees (those holding or
+    being linked to the batch's appointments are read apart, whole): of each group of
+    :func:`alike` lines, in line order, the first ``open_kept`` open ones or the first one of any
+    other status, the last kept standing for the rest (``alike``). A fold of a batch deciding at
+    most ``open_kept - 1`` of the patient's appointments says the same of these as of every line:
+    it takes open lines in line order, one per appointment, and the rest are only counted."""
+    groups: dict[tuple[object, ...], list[Line]] = {}
+    for line in sorted(lines, key=in_order):
+        groups.setdefault(alike(line), []).append(line)
+    kept: list[Line] = []
+    for group in groups.values():
+        keep = open_kept if group[0].status == "open" else 1
+        head = group[:keep]
+        if len(group) > keep:
+            head[-1] = replace(head[-1], alike=len(group) - keep + 1)
+        kept += head
+    return sorted(kept, key=in_order)
+
+
+def in_order(line: Line) -> tuple[datetime, UUID, int]:
+    """The order lines are read in: the oldest invoice first, then line order (an explanation
+    names packages in this order)."""
+    return line.invoice_issued_at, line.invoice_id, line.line_number
+
+
 def unassigned_by_staff(appointment: Appointment, lines: Sequence[Line]) -> Explain | None:
     """Why an appointment staff unassigned by hand stays unlinked, per package covering it."""
     by_invoice: dict[UUID, Line] = {}
@@ -196,7 +241,7 @@ def choose(appointment: Appointment, lines: Sequence[Line], names: Mapping[str, 
     ]
     if fitting:
         best = min(fitting, key=preference)
-        return Decision(link=Link(best, rule(best, len(fitting))))
+        return Decision(link=Link(best, rule(best, sum(line.alike for line in fitting))))
     if not covering:
         return Decision()  # no package of this patient covers these fees: nothing to say
     return Decision(explain=explain(appointment, covering, names))
@@ -272,7 +317,7 @@ def explain(
         else:
             line = invoice_lines[0]
             code = NoMatchCode.ALL_SESSIONS_BOOKED
-            reason = wording.all_booked(len(invoice_lines))
+            reason = wording.all_booked(sum(line.alike for line in invoice_lines))
             if any(other.line_id in appointment.refused_line_ids for other in invoice_lines):
                 code, reason = (
                     NoMatchCode.LINE_REQUESTED_ELSEWHERE,

@@ -11,16 +11,12 @@ from uuid import UUID
 import asyncpg
 from packline_contracts.appointments import AppointmentEvent
 from packline_contracts.invoices import LineLinked
+from packline_contracts.types import Appointment as AppointmentSnapshot
 from packline_contracts.types import AppointmentStatus, BookingSource, LateCancelPolicy
 from packline_core.db import Connection
 
 from packline_matcher import fold
 from packline_matcher.decision import Appointment, Line
-
-LINE_QUERY = (
-    "SELECT l.*, i.package_id, i.package_name, i.issued_at, i.redeemable, i.unpaid,"
-    " i.late_cancel_policy FROM lines l JOIN invoices i USING (invoice_id)"
-)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -48,6 +44,7 @@ def to_line(row: asyncpg.Record) -> Line:
         status=row["status"],
         appointment_id=row["appointment_id"],
         policy=late_cancel_policy(policy) if policy else None,
+        alike=row["alike"],
     )
 
 
@@ -139,11 +136,36 @@ async def seen_at(conn: Connection, patient_id: str) -> list[str]:
 
 # --- a batch's state, for packline_matcher.fold ------------------------------------------------
 
+# The lines that decide a batch (decision.condensed says which, and why that is enough): read
+# whole, those holding the batch's appointments, being linked, or refused to one of them; of the
+# rest of the patients' lines for the fees, each group of alike lines gives its first few open
+# ones (one more than the patient's appointments in the batch) or its first one of another
+# status, the last standing for the others. A patient's thousand used sessions are one row.
+CANDIDATES = (
+    "WITH apart AS (SELECT h.line_id FROM lines h WHERE h.appointment_id = ANY($4::uuid[])"
+    "  UNION SELECT unnest($5::uuid[])),"
+    " ranked AS (SELECT f.line_id, f.status, w.open_kept,"
+    "  row_number() OVER in_line AS rank, count(*) OVER alike AS size"
+    "  FROM unnest($1::text[], $2::text[], $3::integer[]) AS w(patient_id, fee_id, open_kept)"
+    "  JOIN lines f ON f.patient_id = w.patient_id AND f.fee_id = w.fee_id"
+    "  WHERE f.line_id NOT IN (SELECT line_id FROM apart)"
+    "  WINDOW alike AS (PARTITION BY f.invoice_id, f.fee_id, f.status, f.practitioner_ids,"
+    "  f.location_ids, f.valid_from, f.valid_until), in_line AS (alike ORDER BY f.line_number)),"
+    " kept AS (SELECT line_id, CASE WHEN rank = k THEN size - k + 1 ELSE 1 END AS alike"
+    "  FROM (SELECT *, CASE WHEN status = 'open' THEN open_kept ELSE 1 END AS k FROM ranked) r"
+    "  WHERE rank <= k"
+    "  UNION ALL SELECT line_id, 1 FROM apart)"
+    " SELECT l.*, i.package_id, i.package_name, i.issued_at, i.redeemable, i.unpaid,"
+    " i.late_cancel_policy, kept.alike"
+    " FROM kept JOIN lines l USING (line_id) JOIN invoices i USING (invoice_id)"
+    " ORDER BY i.issued_at, l.invoice_id, l.line_number"
+)
+
 
 async def load(conn: Connection, inputs: Sequence[fold.Input]) -> fold.State:
     """What decides for ``inputs`` (two queries): the appointments they name, whether those not
     stored yet were unassigned by hand or announced by invoicing, and their patients' lines for
-    the fees those appointments have or get, with the lines holding them or being linked."""
+    the fees those appointments have or get (see ``CANDIDATES``)."""
     ids = sorted({appointment_named(message) for message in inputs})
     rows = await conn.fetch(
         f"SELECT ids.id, {APPOINTMENT_COLUMNS},"
@@ -162,40 +184,49 @@ async def load(conn: Connection, inputs: Sequence[fold.Input]) -> fold.State:
         hand_unlinked=frozenset(row["id"] for row in rows if row["by_hand"]),
         invoice_requested=frozenset(row["id"] for row in rows if row["requested"]),
     )
-    # The fees each input may be decided for: an event's appointment's, an appointment decided
-    # again's; a link answer's only if its appointment has moved on since (else the fold only
-    # records the link, and reading a patient's thousand lines for it would be waste).
-    wanted: dict[str, set[str]] = {}
-    for message in inputs:
-        if isinstance(message, AppointmentEvent):
-            snapshot = message.appointment
-            wanted.setdefault(snapshot.patient_id, set()).update(snapshot.fee_ids)
-            continue
-        stored = state.appointments.get(message.appointment_id)
-        if stored is None:
-            continue
-        if isinstance(message, LineLinked):
-            if stored.appointment.version == message.appointment_version:
-                continue
-        appointment = stored.appointment
-        wanted.setdefault(appointment.patient_id, set()).update(appointment.fee_ids)
+    wanted, decided = deciding(inputs, state)
     patients = sorted(wanted)
+    pairs = [(patient, fee) for patient in patients for fee in sorted(wanted[patient])]
     linking = [m.line.line_id for m in inputs if isinstance(m, LineLinked)]
+    refused = sorted(
+        {i for s in state.appointments.values() for i in s.appointment.refused_line_ids}
+    )
     lines = await conn.fetch(
-        # Each way in by its own index (an OR of them would scan every line).
-        f"{LINE_QUERY} WHERE l.line_id IN (SELECT f.line_id"
-        "  FROM unnest($1::text[], $2::text[]) AS w(patient_id, fee_id)"
-        "  JOIN lines f ON f.patient_id = w.patient_id AND f.fee_id = w.fee_id"
-        " UNION SELECT h.line_id FROM lines h WHERE h.appointment_id = ANY($3::uuid[])"
-        " UNION SELECT unnest($4::uuid[]))",
-        [patient for patient in patients for _ in sorted(wanted[patient])],
-        [fee for patient in patients for fee in sorted(wanted[patient])],
+        CANDIDATES,
+        [patient for patient, _ in pairs],
+        [fee for _, fee in pairs],
+        [decided[patient] + 1 for patient, _ in pairs],
         ids,
-        linking,
+        [*linking, *refused],
     )
     for row in lines:
         state.lines.setdefault(row["patient_id"], {})[row["line_id"]] = to_line(row)
     return state
+
+
+def deciding(
+    inputs: Sequence[fold.Input], state: fold.State
+) -> tuple[dict[str, set[str]], dict[str, int]]:
+    """The fees each patient's appointments may be decided for, and at most how many of them
+    the batch decides: an event's appointment's, an appointment decided again's; a link
+    answer's only if its appointment has moved on since (else the fold only records the link,
+    and reading a patient's thousand lines for it would be waste)."""
+    wanted: dict[str, set[str]] = {}
+    decided: dict[str, int] = {}
+    for message in inputs:
+        if isinstance(message, AppointmentEvent):
+            appointment: AppointmentSnapshot | Appointment = message.appointment
+        else:
+            stored = state.appointments.get(message.appointment_id)
+            if stored is None:
+                continue
+            if isinstance(message, LineLinked):
+                if stored.appointment.version == message.appointment_version:
+                    continue
+            appointment = stored.appointment
+        wanted.setdefault(appointment.patient_id, set()).update(appointment.fee_ids)
+        decided[appointment.patient_id] = decided.get(appointment.patient_id, 0) + 1
+    return wanted, decided
 
 
 def appointment_named(message: fold.Input) -> UUID:
