@@ -150,7 +150,7 @@ async def test_the_matcher_reads_what_decides_and_counts_the_rest(
         ]
         await store(conn, many)
         state = await readmodel.load(conn, [booked(BOOKED[0], ["massage"])])
-        read = [(x.line_number, x.status, x.alike) for x in state.lines[PATIENT].values()]
-        assert read == [(1, "used", 1000), (1001, "open", 1), (1002, "open", 199)]
+        rows = [(x.line_number, x.status, x.alike) for x in state.lines[PATIENT].values()]
+        assert rows == [(1, "used", 1000), (1001, "open", 1), (1002, "open", 199)]
     finally:
         await conn.close()
