@@ -149,8 +149,10 @@ CANDIDATES = (
     "  FROM unnest($1::text[], $2::text[], $3::integer[]) AS w(patient_id, fee_id, open_kept)"
     "  JOIN lines f ON f.patient_id = w.patient_id AND f.fee_id = w.fee_id"
     "  WHERE f.line_id NOT IN (SELECT line_id FROM apart)"
-    "  WINDOW alike AS (PARTITION BY f.invoice_id, f.fee_id, f.status, f.practitioner_ids,"
-    "  f.location_ids, f.valid_from, f.valid_until), in_line AS (alike ORDER BY f.line_number)),"
+    # Compared byte by byte: only equality matters, and a collation's order costs 10 times more.
+    '  WINDOW alike AS (PARTITION BY f.invoice_id, f.fee_id, f.status COLLATE "C",'
+    '  f.practitioner_ids COLLATE "C", f.location_ids COLLATE "C", f.valid_from,'
+    "  f.valid_until), in_line AS (alike ORDER BY f.line_number)),"
     " kept AS (SELECT line_id, CASE WHEN rank = k THEN size - k + 1 ELSE 1 END AS alike"
     "  FROM (SELECT *, CASE WHEN status = 'open' THEN open_kept ELSE 1 END AS k FROM ranked) r"
     "  WHERE rank <= k"
