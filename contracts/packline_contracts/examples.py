@@ -280,6 +280,14 @@ EXAMPLES: dict[str, Message] = {
             reason="Two more sessions at the returning-patient price",
             topped_up_by="billing:bo",
         ),
+        i.SharePackageInvoice(
+            patient_id=PATIENT,
+            invoice_id=INVOICE,
+            sharing_id=derived_id("example", "sharing"),
+            shared_with=["patient-2077"],
+            reason="Her daughter's sessions come from the same package",
+            shared_by="reception:sam",
+        ),
         i.TransferSessions(
             patient_id=PATIENT,
             invoice_id=INVOICE,
@@ -440,6 +448,17 @@ EXAMPLES: dict[str, Message] = {
             extended_by="manager:li",
             line_ids=[LINE_2],
             balance=BALANCE.model_copy(update={"expires_on": date(2099, 6, 30)}),
+        ),
+        i.PackageInvoiceShared(
+            patient_id=PATIENT,
+            invoice_id=INVOICE,
+            sharing_id=derived_id("example", "sharing"),
+            shared_with=["patient-2077"],
+            added=["patient-2077"],
+            removed=[],
+            reason="Her daughter's sessions come from the same package",
+            shared_by="reception:sam",
+            shared_at=datetime(2026, 3, 2, 9, 30, tzinfo=UTC),
         ),
         i.PackageInvoiceToppedUp(
             patient_id=PATIENT,

@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Annotated, ClassVar
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from packline_contracts.envelope import Kind, PatientMessage
 from packline_contracts.topics import INVOICING_COMMANDS, INVOICING_EVENTS, INVOICING_LINKS
@@ -47,6 +47,16 @@ from packline_contracts.types import (
 
 # Why a line was chosen, in words (R11): names the line and its package.
 Rule = Annotated[OneLine, Field(max_length=500)]
+
+# R18 household: the family members who may use a patient's package too.
+Household = Annotated[
+    list[PatientId],
+    Field(
+        max_length=10,
+        description="Family members (patient ids, each once, not the invoice's patient) whose "
+        "appointments may redeem this invoice's sessions too, under the same rules (R6, R11).",
+    ),
+]
 
 # --- commands ---------------------------------------------------------------------------------
 
@@ -80,6 +90,19 @@ class IssuePackageInvoice(InvoiceCommand):
         "are that location's local days, ending at its local midnight. Without it: the only "
         "location the invoice allows, if just one; else UTC days.",
     )
+    shared_with: Household = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _household(self) -> IssuePackageInvoice:
+        check_household(self.patient_id, self.shared_with)
+        return self
+
+
+def check_household(patient_id: str, shared_with: list[str]) -> None:
+    if len(set(shared_with)) != len(shared_with):
+        raise ValueError("shared_with: names a patient twice")
+    if patient_id in shared_with:
+        raise ValueError("shared_with: names the invoice's own patient")
 
 
 class RecordPayment(InvoiceCommand):
@@ -188,6 +211,27 @@ class TopUpPackageInvoice(InvoiceCommand):
     topped_up_by: Actor
 
 
+class SharePackageInvoice(InvoiceCommand):
+    """R18: staff name the family members who may use this invoice's sessions too (the whole
+    list: an empty one shares with nobody). Their appointments link to it under the same rules
+    (R6, R11; the matcher re-checks the waiting appointments of those added, R12). Removing a
+    member ends new links only: an appointment already linked keeps its session. Not for a void
+    or refunded invoice. Answered by PackageInvoiceShared, or InvoiceCommandRefused naming the
+    field."""
+
+    sharing_id: UUID = Field(
+        description="Chosen by the sender: a retried change is answered again, not applied twice."
+    )
+    shared_with: Household
+    reason: Reason | None = None
+    shared_by: Actor
+
+    @model_validator(mode="after")
+    def _household(self) -> SharePackageInvoice:
+        check_household(self.patient_id, self.shared_with)
+        return self
+
+
 class TransferSessions(InvoiceCommand):
     """R18: staff move unbooked sessions of this invoice (``patient_id``'s) to a new invoice of
     another patient (``to_patient_id``), for the same package, restrictions and validity. The
@@ -292,6 +336,7 @@ class PackageInvoice(Value):
         description="Days after the last valid day before unbooked sessions are written off "
         "(the package's, fixed at sale; R18). Absent from events before this field existed.",
     )
+    shared_with: Household = Field(default_factory=list)
 
 
 # The accounting fields of the events that move money out of what an invoice owes
@@ -481,8 +526,8 @@ class LinkRefused(InvoiceEvent):
 
 
 class InvoiceCommandRefused(InvoiceEvent):
-    """A purchase, payment, void, refund, unlink, unassign, extension, top-up or transfer that
-    could not be applied, and why (e.g. unknown package or invoice, a line of another patient);
+    """A purchase, payment, void, refund, unlink, unassign, extension, sharing, top-up or transfer
+    that could not be applied, and why (e.g. unknown package or invoice, a line of another patient);
     the reason begins with the field it is about where there is one ("valid_until: ...")."""
 
     command_type: Annotated[OneLine, Field(min_length=1, max_length=100)]
@@ -586,6 +631,19 @@ class PackageInvoiceToppedUp(InvoiceEvent):
     reason: Reason | None = None
     topped_up_by: Actor
     balance: Balance
+
+
+class PackageInvoiceShared(InvoiceEvent):
+    """R18: staff changed who may use the invoice's sessions besides its patient
+    (SharePackageInvoice): the members now, and who was added and removed."""
+
+    sharing_id: UUID
+    shared_with: Household
+    added: Household
+    removed: Household
+    reason: Reason | None = None
+    shared_by: Actor
+    shared_at: Instant = Field(description="When the change was made (the request's time).")
 
 
 class SessionsTransferred(InvoiceEvent):
