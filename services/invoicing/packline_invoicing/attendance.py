@@ -22,7 +22,7 @@ from packline_contracts.types import AppointmentStatus
 from packline_core.consumer import MessageConsumer
 from packline_core.outbox import Transaction
 
-from packline_invoicing import invoices, lines, revenue
+from packline_invoicing import history, invoices, lines, revenue
 
 ATTENDED = (AppointmentStatus.ARRIVED, AppointmentStatus.COMPLETED)
 USED_STAYS = "the session was used (the patient attended): a used line is never released"
@@ -52,7 +52,7 @@ async def attendance_recorded(tx: Transaction, envelope: Envelope[AttendanceReco
     used = lines.use(line, appointment.appointment_id, appointment.version)
     if isinstance(used, lines.Refused):
         return  # used already (arrived, then completed), or the booking is still requested
-    await invoices.save_line(tx.conn, used.line)
+    await invoices.save_line(tx.conn, used.line, story=history.entry(tx, line, used))
     await announce(tx, used)
 
 
@@ -71,7 +71,7 @@ async def use_attended(tx: Transaction, line: lines.Line, appointment_id: UUID) 
     applied at the same time has either committed (seen by the link) or waits and then finds
     the line linked."""
     used = lines.applied(lines.use(line, appointment_id))
-    await invoices.save_line(tx.conn, used.line)
+    await invoices.save_line(tx.conn, used.line, story=history.entry(tx, line, used))
     await announce(tx, used)
 
 

@@ -48,7 +48,7 @@ from packline_core.service import Service
 from packline_core.tracing import http_headers
 from pydantic import BaseModel, Field, SecretStr
 
-from packline_invoicing import commands, directory, invoices, lines, rules
+from packline_invoicing import commands, directory, history, invoices, lines, rules
 from packline_invoicing.responses import (
     Availability,
     BookingRequested,
@@ -262,7 +262,10 @@ def register_booking(
                     line, derived_id("booking", line_id, line.version), starts_at, zone, at
                 )
             )
-            await invoices.save_line(tx.conn, requested.line)
+            story = history.entry(
+                tx, line, requested, by=booked_by, at=at, practitioner_id=practitioner
+            )
+            await invoices.save_line(tx.conn, requested.line, story=story)
             appointment_id = requested.event.appointment_id
             tx.publish(
                 BookAppointment(
@@ -454,7 +457,7 @@ async def release_request(
     released = lines.release(line, appointment_id, note=reason)
     if isinstance(released, lines.Refused):
         return False
-    await invoices.save_line(tx.conn, released.line)
+    await invoices.save_line(tx.conn, released.line, story=history.entry(tx, line, released))
     tx.publish(
         await invoices.line_event(
             tx.conn,

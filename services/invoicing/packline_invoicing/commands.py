@@ -47,7 +47,16 @@ from packline_core.errors import Rejected
 from packline_core.outbox import Transaction
 from pydantic import TypeAdapter, ValidationError
 
-from packline_invoicing import attendance, directory, invoices, known, lines, revenue, rules
+from packline_invoicing import (
+    attendance,
+    directory,
+    history,
+    invoices,
+    known,
+    lines,
+    revenue,
+    rules,
+)
 
 
 def register_commands(consumer: MessageConsumer) -> None:
@@ -445,14 +454,14 @@ async def apply_link(
     row = await invoices.line_and_invoice(tx.conn, line_id)
     if row is None or row["invoice_id"] != invoice_id:
         return refused(LinkRefusalCode.UNKNOWN_LINE, f"no line {line_id} on invoice {invoice_id}")
+    before = invoices.line_of(row)
     outcome = lines.link(
-        invoices.line_of(row),
-        appointment,
-        invoices.is_redeemable(row, status_column="invoice_status"),
+        before, appointment, invoices.is_redeemable(row, status_column="invoice_status")
     )
     if isinstance(outcome, lines.Refused):
         return refused(LinkRefusalCode(outcome.code), outcome.reason)
-    if not await invoices.save_line(tx.conn, outcome.line, taking_appointment=True):
+    story = history.entry(tx, before, outcome, reason=rule)
+    if not await invoices.save_line(tx.conn, outcome.line, taking_appointment=True, story=story):
         return refused(
             LinkRefusalCode.APPOINTMENT_ALREADY_LINKED, "the appointment redeems another line"
         )
@@ -495,7 +504,8 @@ async def release(
     detail: dict[str, Any]
     if forfeit_reason:
         forfeited = lines.applied(lines.forfeit(line, appointment_id, forfeit_reason))
-        await invoices.save_line(tx.conn, forfeited.line)
+        story = history.entry(tx, line, forfeited, by=by)
+        await invoices.save_line(tx.conn, forfeited.line, story=story)
         event_type = LineForfeited
         detail = {
             "reason": forfeited.event.reason,
@@ -503,7 +513,8 @@ async def release(
         }
     else:
         released = lines.applied(lines.release(line, appointment_id, note=note))
-        await invoices.save_line(tx.conn, released.line)
+        story = history.entry(tx, line, released, reason=reason.value, by=by)
+        await invoices.save_line(tx.conn, released.line, story=story)
         event_type, detail = LineUnlinked, {"reason": reason, "unlinked_by": by}
     tx.publish(
         await invoices.line_event(

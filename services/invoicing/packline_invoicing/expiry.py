@@ -50,7 +50,7 @@ from packline_core.scope import CallerScope, require_patient
 from packline_core.service import Service
 from pydantic import BaseModel, Field
 
-from packline_invoicing import commands, invoices, lines, revenue, rules
+from packline_invoicing import commands, history, invoices, lines, revenue, rules
 from packline_invoicing.booking import Clock, utc_now
 from packline_invoicing.http import shown_with_notes
 from packline_invoicing.responses import InvoiceShown
@@ -107,7 +107,8 @@ async def extend(tx: Transaction, command: ExtendPackageInvoice) -> tuple[str, s
     for line in extendable:
         outcome = lines.extend(line, command.valid_until)
         if isinstance(outcome, lines.Changed):
-            await invoices.save_line(tx.conn, outcome.line)
+            story = history.entry(tx, line, outcome, reason=command.reason, by=command.extended_by)
+            await invoices.save_line(tx.conn, outcome.line, story=story)
             extended.append(line.line_id)
     # The new last day has reminders of its own.
     await tx.conn.execute(
@@ -303,7 +304,11 @@ async def write_off(tx: Transaction, invoice_id: UUID, now: datetime) -> int:
     if not due:
         return 0
     for line, _ in due:
-        await invoices.save_line(tx.conn, lines.applied(lines.expire(line, line.valid_until)).line)
+        expired = lines.applied(lines.expire(line, line.valid_until))
+        # At the write-off's own moment (the day after validity and grace), like its revenue.
+        at = rules.write_off_at(line.valid_until, grace, zone)
+        story = history.entry(tx, line, expired, at=at)
+        await invoices.save_line(tx.conn, expired.line, story=story)
     expired_on = max(line.valid_until for line, _ in due)
     at = rules.write_off_at(expired_on, grace, zone)
     taken, owed = await revenue.expired(

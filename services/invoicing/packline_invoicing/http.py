@@ -8,11 +8,18 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
-from fastapi import HTTPException, Query, Request, Response
+from fastapi import HTTPException, Path, Query, Request, Response
 from packline_contracts import clinic_time, wording
 from packline_contracts.catalogue import Package
 from packline_contracts.invoices import IssuePackageInvoice, PackageInvoice, PurchaseChannel
-from packline_contracts.types import Actor, LocationId, PackageId, PatientId, Restriction
+from packline_contracts.types import (
+    MAX_INT32,
+    Actor,
+    LocationId,
+    PackageId,
+    PatientId,
+    Restriction,
+)
 from packline_core.auth import acting, caller, needs
 from packline_core.http_errors import invalid
 from packline_core.links import register_links
@@ -22,8 +29,8 @@ from packline_core.scope import CallerScope, Scope, require_location, require_pa
 from packline_core.service import Service
 from pydantic import BaseModel, Field
 
-from packline_invoicing import commands, invoices, report, revenue
-from packline_invoicing.responses import InvoiceShown
+from packline_invoicing import commands, history, invoices, report, revenue
+from packline_invoicing.responses import InvoiceShown, LineHistoryEntry
 
 
 class Sale(BaseModel):
@@ -90,7 +97,8 @@ def register_http(service: Service) -> None:
                 field, reason = refused
                 raise invalid(["body", field], reason)
             invoice = await invoices.snapshot(tx.conn, sale.invoice_id, command.issued_at)
-        return shown(invoice)
+            number = await invoice_number(tx.conn, sale.invoice_id)
+        return shown(invoice, number=number)
 
     @http.get(
         "/invoices/{invoice_id}",
@@ -107,6 +115,47 @@ def register_http(service: Service) -> None:
             patient = invoice["patient_id"]
             require_patient(scope, patient, await invoices.seen_at(conn, patient))
             return await shown_with_notes(conn, invoice_id)
+
+    @http.get(
+        "/invoices/{invoice_id}/lines/{line_number}/history",
+        dependencies=[needs("read invoices")],
+        tags=["package invoices"],
+        response_model=list[LineHistoryEntry],
+        responses=NOT_FOUND,
+    )
+    async def line_history(
+        invoice_id: UUID,
+        line_number: Annotated[int, Path(ge=1, le=MAX_INT32)],
+        scope: CallerScope,
+        request: Request,
+        response: Response,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> list[dict[str, Any]]:
+        """The whole story of a package line, in the order it happened, a page at a time:
+        booking requested, booked, linked, moved, unlinked (why, by whom), used, forfeited,
+        written off, extended; each at the time of the message that did it, with its
+        location's local time. 403 for a patient seen only at other clinics."""
+        after = read_cursor(cursor, 1)
+        if after is not None and not after[0].isdigit():
+            raise invalid(["query", "cursor"], "not a cursor this list answered")
+        async with service.pool.acquire() as conn:
+            line = await conn.fetchrow(
+                "SELECT l.line_id, i.patient_id, i.time_zone FROM invoice_lines l"
+                " JOIN package_invoices i USING (invoice_id)"
+                " WHERE l.invoice_id = $1 AND l.line_number = $2",
+                invoice_id,
+                line_number,
+            )
+            if line is None:
+                raise HTTPException(404, f"no line {line_number} on package invoice {invoice_id}")
+            patient = line["patient_id"]
+            require_patient(scope, patient, await invoices.seen_at(conn, patient))
+            rows = await history.page_of(
+                conn, line["line_id"], int(after[0]) if after else None, limit
+            )
+        shown = page(rows, limit, request, response, lambda r: [str(r["version"])])
+        return [history_shown(row, line["time_zone"]) for row in shown]
 
     @http.get(
         "/packages/{package_id}",
@@ -220,12 +269,45 @@ async def shown_with_notes(conn: Any, invoice_id: UUID) -> dict[str, Any]:
     balance as of this request."""
     invoice = await invoices.snapshot(conn, invoice_id, invoices.request_clock())
     notes = {row["line_id"]: row["note"] for row in await invoices.lines_of(conn, invoice_id)}
-    return shown(invoice, notes)
+    return shown(invoice, notes, number=await invoice_number(conn, invoice_id))
 
 
-def shown(invoice: PackageInvoice, notes: dict[UUID, str | None] | None = None) -> dict[str, Any]:
-    """The invoice as staff see it: each line with its appointment date or "Unassigned"."""
+def history_shown(row: Any, invoice_zone: str) -> dict[str, Any]:
+    """A history row with its moments as the location's clocks show them (R15): the
+    appointment's location, else where the invoice was sold."""
+    zone = row["appointment_time_zone"] or invoice_zone
+
+    def local(moment: datetime | None) -> str | None:
+        return None if moment is None else clinic_time.local(moment, zone).isoformat()
+
+    body = dict(row)
+    del body["appointment_time_zone"]
+    body["local_at"] = local(row["at"])
+    body["local_starts_at"] = local(row["appointment_starts_at"])
+    body["local_previous_starts_at"] = local(row["previous_starts_at"])
+    return body
+
+
+async def invoice_number(conn: Any, invoice_id: UUID) -> int:
+    """The number invoicing gave the invoice when it was issued."""
+    number: int = await conn.fetchval(
+        "SELECT invoice_number FROM package_invoices WHERE invoice_id = $1", invoice_id
+    )
+    return number
+
+
+def number_shown(number: int) -> str:
+    """An invoice's number as people say it: "INV-000123"."""
+    return f"INV-{number:06d}"
+
+
+def shown(
+    invoice: PackageInvoice, notes: dict[UUID, str | None] | None = None, *, number: int
+) -> dict[str, Any]:
+    """The invoice as staff see it: each line with its appointment date or "Unassigned", and
+    its number."""
     body = invoice.model_dump(mode="json")
+    body["invoice_number"] = number_shown(number)
     for line, raw in zip(body["lines"], invoice.lines, strict=True):
         # The appointment's date and time as its location's clocks show them (R15).
         starts = raw.appointment_starts_at

@@ -19,7 +19,7 @@ from packline_contracts.types import Balance, LateCancelPolicy, Restriction
 from packline_core.db import Connection
 from packline_core.outbox import Transaction
 
-from packline_invoicing import lines, rules
+from packline_invoicing import history, lines, rules
 
 LINE_COLUMNS = (
     "line_id, invoice_id, line_number, patient_id, fee_id, practitioner_ids, location_ids,"
@@ -75,9 +75,14 @@ SAVE_LINE = (
 
 
 async def save_line(
-    conn: Connection, line: lines.Line, *, taking_appointment: bool = False
+    conn: Connection,
+    line: lines.Line,
+    *,
+    taking_appointment: bool = False,
+    story: history.Entry | None = None,
 ) -> bool:
-    """Write ``line`` as a transition (packline_invoicing.lines) left it, in one UPDATE. A link
+    """Write ``line`` as a transition (packline_invoicing.lines) left it, in one UPDATE, and its
+    ``story`` (packline_invoicing.history.entry) in its history. A link
     (``taking_appointment``) may find its appointment held by another line (I1): False, and
     nothing is written. Any other save holds no appointment, or its own, or a new one named by
     the line, so finding nothing to write means the line changed since it was read: LineChanged."""
@@ -96,6 +101,8 @@ async def save_line(
     )
     if not saved and not taking_appointment:
         raise LineChanged(f"line {line.line_id} is no longer at version {line.version - 1}")
+    if saved and story is not None:
+        await history.write(conn, line, story)
     return bool(saved)
 
 

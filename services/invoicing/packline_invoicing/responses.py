@@ -3,7 +3,7 @@ these bodies as JSON-ready dicts; FastAPI checks each against its model."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -39,6 +39,37 @@ class InvoiceShown(PackageInvoice):
 
     lines: list[LineShown]  # type: ignore[assignment]  # each line with what staff see
     balance_text: str = Field(description='e.g. "3 of 5 left, expires 1 March 2027".')
+    invoice_number: str = Field(
+        description='The number people say, given once when it is issued: e.g. "INV-000123".'
+    )
+
+
+class LineHistoryEntry(Answer):
+    """One change of a package line, as invoicing recorded it when it happened."""
+
+    version: int = Field(description="The line's version after the change (the story's order).")
+    at: datetime = Field(description="When: the time of the message that changed it.")
+    local_at: LocalTime
+    happened: str = Field(
+        description="booking_requested, booked (the calendar booked the request), linked, moved"
+        " (its appointment at a new time), relinked (the same appointment, changed otherwise),"
+        " booking_released, unlinked, used, forfeited, expired, extended, transferred."
+    )
+    status: str = Field(description="The line's status afterwards.")
+    appointment_id: UUID | None
+    appointment_starts_at: datetime | None
+    local_starts_at: LocalTime | None
+    practitioner_id: str | None = Field(description="The appointment's practitioner, if known.")
+    previous_starts_at: datetime | None = Field(description="A move: when it was before.")
+    local_previous_starts_at: LocalTime | None
+    valid_until: date | None = Field(description="An extension: the new last day.")
+    reason: str | None = Field(
+        description="Why: an unlink's reason (cancelled, deleted, no_show, no_longer_fits,"
+        " unassigned_by_staff, invoice_voided), a forfeit's, a link's rule, an extension's."
+    )
+    note: str | None = Field(description="What the change left on the line (who released it).")
+    by_staff: str | None = Field(description="Who, when the change says (a staff id).")
+    message_id: UUID = Field(description="The message that changed it (or an id of the change).")
 
 
 class Clash(Answer):

@@ -50,7 +50,7 @@ from packline_core.scope import CallerScope, require_patient
 from packline_core.service import Service
 from pydantic import BaseModel, Field
 
-from packline_invoicing import commands, invoices, lines, revenue, rules
+from packline_invoicing import commands, history, invoices, lines, revenue, rules
 from packline_invoicing.http import shown_with_notes
 from packline_invoicing.responses import InvoiceShown
 
@@ -344,6 +344,10 @@ async def transfer(tx: Transaction, command: TransferSessions) -> Refusal | None
         )
         if not saved:
             raise invoices.LineChanged(f"line {line.line_id} changed while it was locked")
+        story = history.entry(
+            tx, line, changed, reason=command.reason, by=command.transferred_by, at=now
+        )
+        await history.write(tx.conn, changed.line, story)
         # The share leaves what the old invoice owes and the new one owes the same cents.
         taken, owed = await revenue.take(
             tx,
