@@ -512,7 +512,7 @@ async def test_signed_in_with_tokens_of_the_local_issuer(
         await invoices.get_by_role("button", name="Show").click()
         linked = page.locator("article.invoice tbody tr[data-status='linked']")
         await expect(linked).to_have_count(1)
-        await linked.get_by_role("button").click()
+        await linked.get_by_role("button", name="Edit line").click()
         dialog = page.get_by_role("dialog", name="Edit Invoice Line")
         await dialog.get_by_role("button", name="Unlink the appointment (X)").click()
         await expect(dialog.locator("#line-error")).to_contain_text("may not unlink")

@@ -293,17 +293,104 @@ function renderInvoice(invoice) {
       el("td", {}, restriction("locations", line.locations)),
       el("td", {}, `${line.valid_from} to ${line.valid_until}`),
       el("td", { class: "appointment" }, line.shows + (line.note ? ` — ${line.note}` : "")),
-      el("td", {}, el("button", {
+      el("td", { class: "line-actions" }, el("button", {
         type: "button", class: "pencil", "aria-label": `Edit line ${line.line_number} of ${invoice.package_name}`,
         onclick: () => openLine(invoice, line),
-      }, "✎")),
+      }, "✎"), historyButton(invoice, line)),
     ));
   return el("article", { class: "invoice", "data-invoice": invoice.invoice_id },
-    el("h3", {}, `${invoice.package_name} — ${invoice.status}`),
+    el("h3", {}, `${invoice.invoice_number} — ${invoice.package_name} — ${invoice.status}`),
     el("p", { class: "balance" }, invoice.balance_text),
     el("table", {},
       el("thead", {}, el("tr", {}, ...["#", "Fee", "Practitioner", "Location", "Valid", "Appointment", ""].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, ...rows)));
+}
+
+// --- a line's whole story ------------------------------------------------------------------------
+
+// "History" under a line: a disclosure (aria-expanded) whose row below the line loads the line's
+// story from invoicing (GET /invoices/{id}/lines/{n}/history, every page), in the clinic's words
+// and its location's local time; loading and failure (with Retry) shown in that row.
+function historyButton(invoice, line) {
+  const id = `history-${invoice.invoice_id}-${line.line_number}`;
+  const button = el("button", {
+    type: "button", class: "history-toggle", "aria-expanded": "false", "aria-controls": id,
+    "aria-label": `History of line ${line.line_number} of ${invoice.package_name}`,
+  }, "History");
+  button.addEventListener("click", () => toggleHistory(button, id, invoice, line));
+  return button;
+}
+
+async function toggleHistory(button, id, invoice, line) {
+  const row = button.closest("tr");
+  const open = document.getElementById(id);
+  if (open) {
+    open.remove();
+    button.setAttribute("aria-expanded", "false");
+    return;
+  }
+  const status = el("p", { class: "status", role: "status" });
+  const story = el("ol", { class: "line-history", "aria-label": `History of line ${line.line_number}` });
+  const cell = el("td", { colspan: String(row.children.length) }, status, story);
+  row.after(el("tr", { id, class: "history-row" }, cell));
+  button.setAttribute("aria-expanded", "true");
+  const path = `invoices/${invoice.invoice_id}/lines/${line.line_number}/history`;
+  // Shown by the request itself, so that Retry shows it too.
+  await loading(status, "Loading the line's history…", async () => {
+    const entries = await everyPage("invoicing", path);
+    story.replaceChildren(...(entries.length
+      ? entries.map((entry) => el("li", { "data-happened": entry.happened },
+        el("time", { datetime: entry.at }, localMoment(entry.local_at)), " ", storyOf(entry)))
+      : [el("li", {}, "Nothing has happened to this line yet: it is unassigned since the sale.")]));
+  }, cell);
+}
+
+// A local date and time as the API gives it, as the clinic reads it: "Tue 1 Dec 2026 10:00".
+const localMoment = (local) => `${localDay(local)} ${local.slice(11, 16)}`;
+
+// Who did it: the signed-in staff member's own name, a practitioner's, else the staff id.
+function staffName(id) {
+  if (!id) return null;
+  if (state.me?.sub === id && state.me.name) return state.me.name;
+  const practitioner = state.directory.practitioners.find((p) => p.practitioner_id === id);
+  return practitioner ? practitioner.name : id;
+}
+
+const UNLINK_REASONS = {
+  cancelled: "the appointment was cancelled",
+  deleted: "the appointment was deleted",
+  no_show: "a no-show",
+  no_longer_fits: "the appointment no longer fits the line",
+  unassigned_by_staff: "unassigned by staff",
+  invoice_voided: "the invoice was voided or refunded",
+};
+
+// One change of a line in the clinic's words.
+function storyOf(entry) {
+  const when = entry.local_starts_at ? localMoment(entry.local_starts_at) : "an appointment";
+  const withWhom = entry.practitioner_id ? ` with ${nameOf("practitioners", entry.practitioner_id)}` : "";
+  const who = staffName(entry.by_staff);
+  const by = who ? ` by ${who}` : "";
+  const at = entry.local_at.slice(11, 16);
+  const note = entry.note && !who ? ` (${entry.note})` : "";  // who it names is said already
+  switch (entry.happened) {
+    case "booking_requested": return `Booking requested${by} for ${when}${withWhom}`;
+    case "booked": return `Booked by the calendar: linked to ${when}${withWhom}`;
+    case "linked": return `Linked to ${when}${withWhom}`;
+    case "moved": {
+      const from = entry.local_previous_starts_at ? ` from ${localMoment(entry.local_previous_starts_at)}` : "";
+      return `Moved${from} to ${when}${withWhom}`;
+    }
+    case "relinked": return `Linked again to ${when}${withWhom}`;
+    case "booking_released": return `Booking request for ${when} released: ${entry.note || entry.reason || "no reason given"}`;
+    case "unlinked": return `Unlinked from ${when}${by} at ${at}: ${UNLINK_REASONS[entry.reason] ?? entry.reason}${note}`;
+    case "used": return `Used: the patient attended ${when}${withWhom}`;
+    case "forfeited": return `Forfeited ${when}: ${entry.reason}`;
+    case "expired": return "Written off: still unbooked when the package expired";
+    case "transferred": return `Transferred unbooked to another patient's invoice${by}${entry.reason ? `: ${entry.reason}` : ""}`;
+    case "extended": return `Valid until ${entry.valid_until}${by}${entry.reason ? `: ${entry.reason}` : ""}`;
+    default: return `${entry.happened.replaceAll("_", " ")}${by}${note}`;
+  }
 }
 
 function openLine(invoice, line) {
@@ -495,8 +582,9 @@ function balances(invoices) {
 function renderPackageInvoice(invoice) {
   const b = invoice.balance;
   const card = renderInvoice(invoice);
-  card.querySelector("h3").replaceWith(el("h5", {}, `${invoice.package_name} — invoice ${invoice.invoice_id.slice(0, 8)}`));
+  card.querySelector("h3").replaceWith(el("h5", {}, `${invoice.package_name} — invoice ${invoice.invoice_number}`));
   card.querySelector(".balance").after(el("dl", { class: "facts" }, ...factList([
+    ["Invoice number", invoice.invoice_number],
     ["Status", invoice.status],
     ["Price", money(invoice.price_cents, invoice.currency)],
     ["Paid", money(invoice.paid_cents, invoice.currency)],
