@@ -3,12 +3,14 @@ and databases: a top-up adds sessions at a price and the patient's waiting appoi
 one; a transfer moves unbooked sessions to another patient's new invoice, the old lines are never
 redeemable again and the recipient's waiting appointment links; the deferred-revenue report
 follows both to the cent (a top-up is sold; a transfer's shares leave the old invoice and are
-owed by the new one); retries apply nothing twice; refusals name the field."""
+owed by the new one); retries apply nothing twice; refusals name the field; a transfer goes only
+to a patient the caller's clinics see."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -28,9 +30,12 @@ from packline_contracts.invoices import (
     VoidPackageInvoice,
 )
 from packline_contracts.matching import AppointmentNotMatched
+from packline_core import issuer
 
-from tests.clinic import NORTHSIDE, booking, days_ahead, package, patient
+from tests.clinic import NORTHSIDE, SOUTHSIDE, booking, days_ahead, package, patient
 from tests.conftest import ReadEvents, StartService
+from tests.integration.test_identity import AUDIENCE, local_issuer
+from tests.integration.test_identity import client as client_with
 from tests.integration.test_revenue import recomputed
 from tests.system import System, http, start_system
 
@@ -371,3 +376,53 @@ async def test_top_ups_and_transfers_are_refused_naming_the_field(
     ]
     assert await count(system, "SELECT count(*) FROM invoice_lines") == 3
     assert (await report_totals(client))["sold_cents"] == 10000
+
+
+async def test_a_transfer_goes_only_to_a_patient_the_callers_clinics_see(
+    start_service: StartService, producer: Any, read_events: ReadEvents, tmp_path: Path
+) -> None:
+    keys = issuer.Keys(tmp_path / "issuer-keys.json")
+    async with local_issuer(keys) as issuer_url:
+        oidc: dict[str, Any] = {
+            "oidc_issuer": issuer_url,
+            "oidc_audience": AUDIENCE,
+            "staff_api_open": False,
+        }
+
+        def token(clinics: list[str]) -> str:
+            return issuer.mint(
+                keys,
+                issuer=issuer_url,
+                audience=AUDIENCE,
+                sub="bo",
+                name="Bo Billing",
+                role="billing",
+                clinics=clinics,
+            )
+
+        async def scoped(name: str, **settings: Any) -> Any:
+            return await start_service(name, **oidc, **settings)
+
+        system = await start_system(scoped, producer, read_events, [THREE])
+        giver, southsider = patient(), patient()
+        invoice = await system.buy(giver, "three", location_id=NORTHSIDE)
+        # The recipient is seen only at Southside (a package sold there).
+        await system.buy(southsider, "three", location_id=SOUTHSIDE)
+        body = {"to_patient_id": southsider, "sessions": 1, "reason": "family"}
+        url = f"/invoices/{invoice.invoice_id}/transfers"
+        async with client_with(system.invoicing, token([NORTHSIDE])) as northside_only:
+            answer = await northside_only.post(url, json=body)
+            assert answer.status_code == 403, answer.text
+            assert southsider in answer.json()["detail"]
+            assert await count(system, "SELECT count(*) FROM session_transfers") == 0
+            # Someone else's name for who transfers is refused: it is the caller.
+            impostor = await northside_only.post(url, json=body | {"transferred_by": "mallory"})
+            assert impostor.status_code == 422, impostor.text
+        async with client_with(system.invoicing, token([NORTHSIDE, SOUTHSIDE])) as both:
+            answer = await both.post(url, json=body)
+            assert answer.status_code == 201, answer.text
+            assert answer.json()["patient_id"] == southsider
+        audit = await system.invoicing.pool.fetchrow(
+            "SELECT transferred_by, reason, to_patient_id FROM session_transfers"
+        )
+        assert audit is not None and tuple(audit) == ("bo", "family", southsider)
