@@ -293,6 +293,11 @@ async def transfer(tx: Transaction, command: TransferSessions) -> Refusal | None
         " WHERE invoice_id = $1 ORDER BY line_number FOR UPDATE",
         command.invoice_id,
     )
+    # Read again under the lines' lock: a void or refund that committed meanwhile is seen (one
+    # still under way waits for these lines, or meets this transfer at the invoice's row, where
+    # PostgreSQL picks one to retry).
+    invoice = await invoices.get_invoice(tx.conn, command.invoice_id)
+    assert invoice is not None
     by_id = {row["line_id"]: row for row in rows}
     open_lines = [line for line in map(invoices.line_of, rows) if line.status == LineStatus.OPEN]
     refusal = transfer_refusal(
