@@ -372,7 +372,9 @@ function storyOf(entry) {
   const who = staffName(entry.by_staff);
   const by = who ? ` by ${who}` : "";
   const at = entry.local_at.slice(11, 16);
-  const note = entry.note && !who ? ` (${entry.note})` : "";  // who it names is said already
+  // The note says who by name (an unassign's "unlinked by Sam Lee (sam) at …") where only the
+  // staff id is known here; a name already said needs no note.
+  const note = entry.note && (!who || who === entry.by_staff) ? ` (${entry.note})` : "";
   switch (entry.happened) {
     case "booking_requested": return `Booking requested${by} for ${when}${withWhom}`;
     case "booked": return `Booked by the calendar: linked to ${when}${withWhom}`;
