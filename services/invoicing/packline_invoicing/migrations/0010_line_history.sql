@@ -9,7 +9,9 @@
 CREATE TABLE line_history (
     line_id               uuid NOT NULL REFERENCES invoice_lines,
     version               integer NOT NULL CHECK (version >= 1),  -- the line's, after the change
-    invoice_id            uuid NOT NULL REFERENCES package_invoices,
+    -- The line's invoice, as it is (no reference: checking one would lock the invoice's row,
+    -- which a void or refund locks before the lines, in the other order).
+    invoice_id            uuid NOT NULL,
     line_number           integer NOT NULL CHECK (line_number >= 1),
     at                    timestamptz NOT NULL,
     -- booking_requested, booked (the calendar booked the request), linked, moved (the held
