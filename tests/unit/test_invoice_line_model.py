@@ -1,8 +1,9 @@
 """The invoice line model (packline_invoicing.lines), driven by random sequences of transitions:
 requesting a booking, linking, releasing, using and forfeiting, with appointments that fit the
 line or not. Each step is checked against what the brief says, restated here independently of
-the model: which status each transition starts from, R6 for a link, R14 and R9 for the final
-statuses, and the database's own checks on what a line holds."""
+the model: which status each transition starts from, R6 for a link (the invoice's patient or a
+member of its household, R18), R14 and R9 for the final statuses, and the database's own checks
+on what a line holds."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from packline_contracts.invoices import LineStatus, LinkRefusalCode
 from packline_contracts.types import Appointment, AppointmentStatus, BookingSource
 from packline_invoicing import lines
 
-PATIENTS = ("ana", "ben")
+PATIENTS = ("ana", "ben", "cy")
 FEES = ("massage-60", "physio-30")
 PRACTITIONERS = ("dr-a", "dr-b", "dr-c")
 LOCATIONS = ("northside", "southside")
@@ -54,11 +55,15 @@ restriction = st.none() | st.lists(st.sampled_from(PRACTITIONERS), min_size=1, u
 @st.composite
 def fresh_lines(draw: st.DrawFn) -> lines.Line:
     valid_from = FIRST_DAY + timedelta(days=draw(st.integers(0, 3)))
+    owner = draw(st.sampled_from(PATIENTS))
+    others = [other for other in PATIENTS if other != owner]
     return lines.Line(
         line_id=UUID(int=100),
         invoice_id=UUID(int=200),
         line_number=draw(st.integers(1, 10)),
-        patient_id=draw(st.sampled_from(PATIENTS)),
+        patient_id=owner,
+        # R18: shared with one of the others, or nobody; the third is always a stranger.
+        shared_with=draw(st.frozensets(st.sampled_from(others), max_size=1)),
         fee_id=draw(st.sampled_from(FEES)),
         practitioner_ids=draw(restriction),
         location_ids=draw(
@@ -177,8 +182,10 @@ def r6_refusal(
         line.appointment_id == appointment.appointment_id
     )
     day = appointment.starts_at.astimezone(ZoneInfo(appointment.time_zone)).date()
+    # The invoice's patient or a household member; the line's own appointment keeps it (R10).
+    whose = appointment.patient_id == line.patient_id or appointment.patient_id in line.shared_with
     checks = [
-        (appointment.patient_id != line.patient_id, LinkRefusalCode.WRONG_PATIENT),
+        (not whose and not own, LinkRefusalCode.WRONG_PATIENT),
         (line.status != LineStatus.OPEN and not own, LinkRefusalCode.LINE_TAKEN),
         (line.fee_id not in appointment.fee_ids, LinkRefusalCode.FEE_NOT_COVERED),
         (

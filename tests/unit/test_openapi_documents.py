@@ -56,6 +56,7 @@ ROUTE_ANSWERS: dict[str, dict[str, set[int]]] = {
         "PUT /invoices/{invoice_id}/validity": {200, 404},
         "POST /invoices/{invoice_id}/top-ups": {201, 404},
         "POST /invoices/{invoice_id}/transfers": {201, 404},
+        "PUT /invoices/{invoice_id}/household": {200, 404},
     },
     "matcher": {
         "GET /appointments/{appointment_id}/explanation": {200, 404},

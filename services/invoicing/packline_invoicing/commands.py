@@ -198,8 +198,8 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
         "INSERT INTO package_invoices (invoice_id, patient_id, package_id, package_name, channel,"
         " issued_at, issued_by, status, price_cents, currency, pay_before_use,"
         " late_cancel_policy, location_id, time_zone, owed_cents, grace_days,"
-        " expiry_warning_days, next_reminder_on) VALUES ($1, $2, $3, $4, $5, $6, $7, 'issued',"
-        " $8, $9, $10, $11, $12, $13, $8, $14, $15, $16)",
+        " expiry_warning_days, next_reminder_on, shared_with) VALUES ($1, $2, $3, $4, $5, $6,"
+        " $7, 'issued', $8, $9, $10, $11, $12, $13, $8, $14, $15, $16, $17)",
         command.invoice_id,
         command.patient_id,
         package.package_id,
@@ -216,6 +216,7 @@ async def issue(tx: Transaction, command: IssuePackageInvoice) -> tuple[str, str
         package.grace_days,
         package.expiry_warning_days,
         rules.first_reminder_on(until, package.expiry_warning_days),
+        command.shared_with,  # R18: the household chosen at sale
     )
     rows = []
     number = 0

@@ -23,6 +23,7 @@ from packline_invoicing.expiry import (
     register_expiry_http,
     register_expiry_sweep,
 )
+from packline_invoicing.household import register_household_commands, register_household_http
 from packline_invoicing.http import register_http
 from packline_invoicing.known import register_known_appointments
 from packline_invoicing.settings import InvoicingSettings
@@ -40,6 +41,7 @@ def create_service(settings: InvoicingSettings | None = None) -> Service:
     register_commands(commands)
     register_expiry_commands(commands)
     register_transfer_commands(commands)
+    register_household_commands(commands)
     # One consumer (one group) for the calendar's events: bookings' answers and attendance.
     booking_results = service.consumer("booking-results")
     register_booking_results(booking_results)
@@ -52,5 +54,6 @@ def create_service(settings: InvoicingSettings | None = None) -> Service:
     register_booking_request_sweep(service, settings.booking_request_timeout_seconds)
     register_expiry_http(service)
     register_transfer_http(service)
+    register_household_http(service)
     register_expiry_sweep(service, settings.expiry_sweep_interval_seconds)
     return service

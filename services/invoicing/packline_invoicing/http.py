@@ -11,7 +11,13 @@ from uuid import UUID, uuid4
 from fastapi import HTTPException, Path, Query, Request, Response
 from packline_contracts import clinic_time, wording
 from packline_contracts.catalogue import Package
-from packline_contracts.invoices import IssuePackageInvoice, PackageInvoice, PurchaseChannel
+from packline_contracts.invoices import (
+    Household,
+    IssuePackageInvoice,
+    PackageInvoice,
+    PurchaseChannel,
+    check_household,
+)
 from packline_contracts.types import (
     MAX_INT32,
     Actor,
@@ -51,6 +57,11 @@ class Sale(BaseModel):
         description="Where it is sold: 'N days from purchase' counts that location's local days "
         "(R15). Without it, the only location the invoice allows, else UTC days.",
     )
+    shared_with: Household = Field(
+        default_factory=list,
+        description="The household (R18): family members whose appointments may redeem its "
+        "sessions too (each once, not the patient; each seen at your clinics).",
+    )
 
 
 def register_http(service: Service) -> None:
@@ -77,6 +88,10 @@ def register_http(service: Service) -> None:
         (``location_id``, by default their only clinic), to a patient seen at one of them."""
         issued_by = acting(caller(request), sale.issued_by, ["body", "issued_by"])
         location_id = selling_location(scope, sale.location_id)
+        try:
+            check_household(sale.patient_id, sale.shared_with)
+        except ValueError as error:
+            raise invalid(["body", "shared_with"], str(error).partition(": ")[2]) from None
         command = IssuePackageInvoice(
             patient_id=sale.patient_id,
             invoice_id=sale.invoice_id,
@@ -87,11 +102,14 @@ def register_http(service: Service) -> None:
             practitioners=sale.practitioners,
             locations=sale.locations,
             location_id=location_id,
+            shared_with=sale.shared_with,
         )
         async with service.transaction() as tx:
             require_patient(
                 scope, sale.patient_id, await invoices.seen_at(tx.conn, sale.patient_id)
             )
+            for member in sale.shared_with:
+                require_patient(scope, member, await invoices.seen_at(tx.conn, member))
             refused = await commands.issue(tx, command)
             if refused:
                 field, reason = refused

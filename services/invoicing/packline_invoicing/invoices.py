@@ -51,6 +51,8 @@ def line_of(row: asyncpg.Record) -> lines.Line:
         booking_requested_at=row["booking_requested_at"],
         note=row["note"],
         version=row["version"],
+        # Only a row read with its invoice's household has it (line_and_invoice).
+        shared_with=frozenset(row.get("shared_with") or ()),
     )
 
 
@@ -146,10 +148,12 @@ async def get_line(
 
 async def line_and_invoice(conn: Connection, line_id: UUID) -> asyncpg.Record | None:
     """The line, locked, with what :func:`is_redeemable` needs of its invoice (the invoice's
-    status as ``invoice_status``), in one round trip."""
+    status as ``invoice_status``) and its household (who else may redeem it, R18), in one
+    round trip."""
     return await conn.fetchrow(
         f"SELECT {LINE_COLUMNS_OF_L},"
-        " i.status AS invoice_status, i.pay_before_use, i.paid_cents, i.price_cents"
+        " i.status AS invoice_status, i.pay_before_use, i.paid_cents, i.price_cents,"
+        " i.shared_with"
         " FROM invoice_lines l JOIN package_invoices i USING (invoice_id)"
         " WHERE l.line_id = $1 FOR UPDATE OF l",
         line_id,
@@ -233,6 +237,7 @@ async def snapshot(conn: Connection, invoice_id: UUID, now: datetime) -> Package
         location_id=invoice["location_id"],
         owed_cents=invoice["owed_cents"],
         grace_days=invoice["grace_days"],
+        shared_with=list(invoice["shared_with"]),
     )
 
 

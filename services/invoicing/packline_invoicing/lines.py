@@ -1,7 +1,8 @@
 """An invoice line's life, without I/O: a booking requested from it (R3), the appointment it
 redeems (a link, R4 to R6), released again (R8, R9, R10, R13), used when the patient attends (R14),
 or forfeited under the package's late-cancel policy (R9); written off unbooked at expiry, given
-a later last day by staff, or moved unbooked to another patient's invoice (R18).
+a later last day by staff, or moved unbooked to another patient's invoice (R18). Besides the
+invoice's patient, the members of its household (R18) may redeem it.
 
 Each transition takes the line as it was read and returns either what changed — the line as it
 is afterwards, its version one higher, and what happened (the event's kind and fields) — or a
@@ -53,6 +54,10 @@ class Line:
     booking_requested_at: datetime | None = None  # set exactly while booking_requested
     note: str | None = None  # why the line was last released (R3, R8); none while it holds one
     version: int = 1
+    # R18: the invoice's household when the line was read with its invoice (for a link,
+    # packline_invoicing.invoices.line_and_invoice): who besides ``patient_id`` may redeem it.
+    # Empty when read without it; never written with the line.
+    shared_with: frozenset[str] = frozenset()
 
 
 # --- what happened -------------------------------------------------------------------------------
@@ -172,16 +177,27 @@ def valid_on(line: Line, day: date) -> bool:
     return line.valid_from <= day <= line.valid_until
 
 
+def may_redeem(line: Line, patient_id: str) -> bool:
+    """Whether ``patient_id``'s appointments may redeem ``line``: the invoice's patient, or a
+    member of its household now (R18)."""
+    return patient_id == line.patient_id or patient_id in line.shared_with
+
+
 def link_refusal(line: Line, appointment: Appointment, invoice_redeemable: bool) -> Refused | None:
     """Why ``line`` cannot redeem ``appointment`` now, or None (R6, and I1 for this line)."""
-    if line.patient_id != appointment.patient_id:
-        return Refused(LinkRefusalCode.WRONG_PATIENT, "the line belongs to another patient")
     # The line's own appointment may link again: booked from the line, or moved (R10: the
-    # line keeps it and shows the new date).
-    taken_by_other = line.status != LineStatus.OPEN and not (
+    # line keeps it and shows the new date), even if its patient has left the household since
+    # (removing a member ends new links only).
+    own = (
         line.status in (LineStatus.BOOKING_REQUESTED, LineStatus.LINKED)
         and line.appointment_id == appointment.appointment_id
     )
+    if not own and not may_redeem(line, appointment.patient_id):
+        return Refused(
+            LinkRefusalCode.WRONG_PATIENT,
+            "the line belongs to another patient, and they are not in its household",
+        )
+    taken_by_other = line.status != LineStatus.OPEN and not own
     if taken_by_other:
         return Refused(LinkRefusalCode.LINE_TAKEN, f"the line is {line.status.value}")
     if line.fee_id not in appointment.fee_ids:
