@@ -193,7 +193,7 @@ CONSUMERS: tuple[Consumer, ...] = (
     Consumer("invoicing", "booking-results", (CALENDAR_EVENTS,)),
     Consumer("invoicing", "directory", (CALENDAR_DIRECTORY,)),
     Consumer("matcher", "events", (CALENDAR_EVENTS, INVOICING_EVENTS)),
-    Consumer("matcher", "directory", (CALENDAR_DIRECTORY, INVOICING_CATALOGUE)),
+    Consumer("matcher", "directory", (CALENDAR_DIRECTORY, INVOICING_CATALOGUE, PATIENT_DIRECTORY)),
     Consumer("calendar", "probes", (OPS_PROBES,)),
     Consumer("invoicing", "probes", (OPS_PROBES,)),
     Consumer("matcher", "probes", (OPS_PROBES,)),

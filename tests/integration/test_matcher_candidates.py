@@ -60,7 +60,7 @@ def history(rng: random.Random) -> list[Line]:
 
 
 async def store(conn: asyncpg.Connection, lines: list[Line]) -> None:
-    await conn.execute("TRUNCATE lines, invoices")
+    await conn.execute("TRUNCATE lines, household_members, invoices")
     invoices = {x.invoice_id: x for x in lines}
     await conn.executemany(
         "INSERT INTO invoices (invoice_id, patient_id, package_id, package_name, issued_at,"
@@ -101,13 +101,13 @@ async def store(conn: asyncpg.Connection, lines: list[Line]) -> None:
     )
 
 
-def booked(appointment_id: UUID, fees: list[str]) -> AppointmentBooked:
+def booked(appointment_id: UUID, fees: list[str], patient: str = PATIENT) -> AppointmentBooked:
     return AppointmentBooked(
-        patient_id=PATIENT,
+        patient_id=patient,
         appointment=Snapshot(
             appointment_id=appointment_id,
             version=1,
-            patient_id=PATIENT,
+            patient_id=patient,
             practitioner_id="dr-a",
             location_id="north",
             starts_at=START,
@@ -137,7 +137,7 @@ async def test_the_matcher_reads_what_decides_and_counts_the_rest(
             await store(conn, lines)
             batch = [booked(BOOKED[0], ["massage"]), booked(BOOKED[1], ["massage", "physio"])]
             state = await readmodel.load(conn, batch)
-            read = [(x.line_id, x.alike) for x in state.lines.get(PATIENT, {}).values()]
+            read = [(x.line_id, x.alike) for x in state.patient_lines(PATIENT)]
             apart = [x for x in lines if x.appointment_id in BOOKED]
             rest = [x for x in lines if x.appointment_id not in BOOKED]
             expected = sorted([*apart, *condensed(rest, len(batch) + 1)], key=in_order)
@@ -150,7 +150,29 @@ async def test_the_matcher_reads_what_decides_and_counts_the_rest(
         ]
         await store(conn, many)
         state = await readmodel.load(conn, [booked(BOOKED[0], ["massage"])])
-        rows = [(x.line_number, x.status, x.alike) for x in state.lines[PATIENT].values()]
+        rows = [(x.line_number, x.status, x.alike) for x in state.patient_lines(PATIENT)]
         assert rows == [(1, "used", 1000), (1001, "open", 1), (1002, "open", 199)]
+
+        # Shared with a child (R18 household): the child's appointment reads the same lines;
+        # with the parent's in the same batch, one more open line for each appointment.
+        await conn.execute(
+            "INSERT INTO household_members (patient_id, invoice_id) SELECT 'p-child', invoice_id"
+            " FROM invoices"
+        )
+        child = uuid5(SPACE, "child's appointment")
+        state = await readmodel.load(conn, [booked(child, ["massage"], "p-child")])
+        rows = [(x.line_number, x.status, x.alike) for x in state.patient_lines("p-child")]
+        assert rows == [(1, "used", 1000), (1001, "open", 1), (1002, "open", 199)]
+        assert state.patient_lines(PATIENT) == []
+        both = [booked(child, ["massage"], "p-child"), booked(BOOKED[0], ["massage"])]
+        state = await readmodel.load(conn, both)
+        rows = [(x.line_number, x.status, x.alike) for x in state.patient_lines("p-child")]
+        assert rows == [
+            (1, "used", 1000),
+            (1001, "open", 1),
+            (1002, "open", 1),
+            (1003, "open", 198),
+        ]
+        assert state.patient_lines(PATIENT) == state.patient_lines("p-child")
     finally:
         await conn.close()

@@ -215,6 +215,14 @@ MATCHER_FILL = [
     "INSERT INTO invoice_booking_requests (appointment_id)"
     f" SELECT {APPOINTMENT_ID.format(a='a')} FROM generate_series(1, {APPOINTMENTS}) a"
     " WHERE a % 100 = 7",
+    # One invoice in ten shared with the next patient's household (R18).
+    "INSERT INTO household_members (patient_id, invoice_id)"
+    f" SELECT {patient_of_invoice('i + 1')}, {INVOICE_ID.format(i='i')}"
+    f" FROM generate_series(1, {INVOICES}) i WHERE i % 10 = 0"
+    f" AND {patient_of_invoice('i + 1')} <> {patient_of_invoice('i')}",
+    "INSERT INTO patient_names (patient_id, name)"
+    f" SELECT DISTINCT {patient_of_invoice('i')}, 'Filler Patient'"
+    f" FROM generate_series(1, {INVOICES}) i",
 ]
 
 INVOICING_FILL = [
@@ -842,7 +850,8 @@ COVERED = {
         "NOT EXISTS (SELECT 1 FROM lines l WHERE l.appointment_id",  # a purchase's search
         "UPDATE invoices SET redeemable = $2",  # a payment
         "FROM unnest($1::uuid[]) AS ids(id) LEFT JOIN appointments",  # a batch's appointments
-        "JOIN lines f ON f.patient_id = w.patient_id",  # and their patients' lines
+        "JOIN lines o ON o.patient_id = w.patient_id",  # and their patients' lines
+        "JOIN household_members m ON m.patient_id = w.patient_id",  # and those shared with them
         "moved AS (UPDATE lines l SET status = x.status",  # a batch's changes, e.g. a link
         "INSERT INTO hand_unlinks",  # a booking from the line refused
     ],

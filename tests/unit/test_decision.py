@@ -261,3 +261,13 @@ def test_only_the_relevant_lines_decide(
         return
     narrowed = [x for x in lines if relevant(appt, x)]
     assert decide(appt, narrowed, {}) == decide(appt, lines, {})
+
+
+def test_sessions_transferred_away_are_neither_chosen_nor_counted_as_booked() -> None:
+    """R18: a package of 3 with one session booked and two moved to another patient's invoice:
+    the next appointment is told its only session is booked, not that all 3 are."""
+    booked = line(1, status="linked", appointment_id=uuid4())
+    moved = [line(n, status="transferred") for n in (2, 3)]
+    found = decide(appointment(), [booked, *moved])
+    assert found.link is None and found.explain is not None
+    assert "its only session is booked" in found.explain.summary

@@ -97,7 +97,10 @@ def packages(draw: st.DrawFn) -> dict[UUID, Line]:
 
 
 def state(lines: dict[UUID, Line]) -> fold.State:
-    return fold.State(lines={PATIENT: dict(lines)} if lines else {})
+    start = fold.State()
+    for held in lines.values():
+        start.hold(PATIENT, held)
+    return start
 
 
 def published(said: list[list[fold.Publish]]) -> list[fold.Publish]:
@@ -147,7 +150,7 @@ def test_a_session_is_asked_for_one_appointment_and_never_for_an_inactive_one(
             stored = after.appointments[message.appointment.appointment_id]
             assert message.appointment.status == AppointmentStatus.BOOKED
             assert message.appointment.version <= stored.appointment.version
-    for held in after.lines.get(PATIENT, {}).values():
+    for held in after.patient_lines(PATIENT):
         if held.status == "requested":
             assert held.appointment_id is not None
 
@@ -176,7 +179,7 @@ def test_a_link_answered_is_recorded_and_its_explanation_forgotten(
         }
     )
     linked, _ = fold.fold(after, [answer])
-    held = linked.lines[PATIENT][link.line_id]
+    held = linked.lines[link.line_id]
     assert (held.status, held.appointment_id) == ("linked", link.appointment.appointment_id)
     assert linked.explanations[link.appointment.appointment_id] is None
 
@@ -191,9 +194,9 @@ def test_the_state_the_fold_started_from_is_left_as_it_was() -> None:
         appointment=snapshot(0, 1, fee="massage", day=0, status=AppointmentStatus.BOOKED),
     )
     after, said = fold.fold(start, [booked])
-    assert start.lines[PATIENT][only.line_id].status == "open"
+    assert start.lines[only.line_id].status == "open"
     assert start.appointments == {} and start.changed_lines == {}
-    assert after.lines[PATIENT][only.line_id] == replace(
+    assert after.lines[only.line_id] == replace(
         only, status="requested", appointment_id=appointment_id(0)
     )
     assert [type(p.message) for p in published(said)] == [LinkAppointment]
@@ -252,3 +255,28 @@ def test_the_lines_read_decide_as_every_line_would(
     assert published(said) == published(every)
     assert read_state.changed_lines == every_state.changed_lines
     assert read_state.explanations == every_state.explanations
+
+
+def test_a_shared_session_is_asked_for_one_member_of_a_household() -> None:
+    """A parent's package shared with their child (R18): booked in the same batch, only one of
+    them is given its single session, and the other is told it is booked, whose package it is."""
+    only = line(line_id=uuid5(SPACE, "line-1"), patient_id=PATIENT, patient_name="Ann Lee")
+    start = fold.State()
+    start.hold(PATIENT, only)
+    start.hold("p-child", only)
+    parent = AppointmentBooked(
+        patient_id=PATIENT,
+        appointment=snapshot(0, 1, fee="massage", day=0, status=AppointmentStatus.BOOKED),
+    )
+    child_booking = snapshot(1, 1, fee="massage", day=1, status=AppointmentStatus.BOOKED)
+    child = AppointmentBooked(
+        patient_id="p-child",
+        appointment=child_booking.model_copy(update={"patient_id": "p-child"}),
+    )
+    after, said = fold.fold(start, [child, parent])
+    links = [p.message for p in published(said) if isinstance(p.message, LinkAppointment)]
+    assert [(x.line_id, x.appointment.patient_id) for x in links] == [(only.line_id, "p-child")]
+    assert links[0].rule.endswith(", shared by Ann Lee")
+    explained = after.explanations[appointment_id(0)]
+    assert explained is not None and "its only session is booked" in explained.summary
+    assert after.lines[only.line_id].appointment_id == appointment_id(1)

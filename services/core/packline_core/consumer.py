@@ -394,7 +394,7 @@ class MessageConsumer:
         published: list[OutboxRow] = []
         async with self.service.pool.acquire() as conn, conn.transaction():
             if self._serialise_key is not None:
-                await _lock(conn, {self._serialise_key(item.envelope.payload) for item in items})
+                await lock(conn, {self._serialise_key(item.envelope.payload) for item in items})
             fresh = await inbox.claim(
                 conn,
                 self.name,
@@ -701,8 +701,10 @@ def _reason(error: BaseException) -> str:
     return f"refused: {text}"[:500]
 
 
-async def _lock(conn: Connection, keys: set[str]) -> None:
-    # Locks held until the transaction ends; taken in the order of their hashes.
+async def lock(conn: Connection, keys: set[str]) -> None:
+    """Take the locks ``serialise_by`` takes, on ``keys`` too: a handler that decides for
+    another key than its message's (another patient of a household) holds that one's lock.
+    Held until the transaction ends; taken in the order of their hashes."""
     await conn.execute(
         "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h"
         " FROM unnest($1::text[]) AS k ORDER BY h) AS ordered",

@@ -55,6 +55,10 @@ class Line:
     # (readmodel.load reads a few of a thousand alike lines; see condensed()). Counted where a
     # decision says how many: "of 3 that fit", "all 5 sessions booked".
     alike: int = 1
+    # Whose invoice it is, when that is another patient's whose package is shared with this
+    # one's household (R18): the rule and the explanation say so, by name where it is known.
+    patient_id: str | None = None
+    patient_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,9 @@ def decide(
     """What to do about ``appointment`` given its patient's lines: every line, or only the
     :func:`relevant` ones (the same decision; the handler loads only those)."""
     names = names or {}
+    # A session moved to another patient's invoice is theirs now: not a candidate here, nor
+    # counted among "all N sessions booked" (R18).
+    lines = [line for line in lines if line.status != "transferred"]
     current = next(
         (
             line
@@ -241,7 +248,8 @@ def choose(appointment: Appointment, lines: Sequence[Line], names: Mapping[str, 
     ]
     if fitting:
         best = min(fitting, key=preference)
-        return Decision(link=Link(best, rule(best, sum(line.alike for line in fitting))))
+        choices = sum(line.alike for line in fitting)
+        return Decision(link=Link(best, _fit(rule(best, choices) + shared_by(best, appointment))))
     if not covering:
         return Decision()  # no package of this patient covers these fees: nothing to say
     return Decision(explain=explain(appointment, covering, names))
@@ -250,6 +258,13 @@ def choose(appointment: Appointment, lines: Sequence[Line], names: Mapping[str, 
 def preference(line: Line) -> tuple[date, datetime, int]:
     """R11: earliest expiry, then the oldest invoice, then the line order."""
     return line.valid_until, line.invoice_issued_at, line.line_number
+
+
+def shared_by(line: Line, appointment: Appointment) -> str:
+    """ ", shared by Jane Doe" for a line of another patient's package shared with this one."""
+    if line.patient_id is None or line.patient_id == appointment.patient_id:
+        return ""
+    return f", shared by {line.patient_name or f'patient {line.patient_id}'}"
 
 
 def rule(line: Line, choices: int) -> str:
@@ -323,7 +338,7 @@ def explain(
                     NoMatchCode.LINE_REQUESTED_ELSEWHERE,
                     "its last session was just taken",
                 )
-        candidates.append(Candidate(line, code, _fit(reason)))
+        candidates.append(Candidate(line, code, _fit(reason + shared_by(line, appointment))))
     # An explanation must fit its event: at most MAX_CANDIDATES packages named, each reason and
     # the summary within a Reason's length (a patient with many packages, or restrictions naming
     # many practitioners, would otherwise make the event impossible to publish).

@@ -64,14 +64,18 @@ class Explanation:
 
 @dataclass
 class State:
-    """What the fold reads and changes: the batch's appointments and their patients' lines."""
+    """What the fold reads and changes: the batch's appointments and the lines their patients
+    may use (their own, and those of packages shared with them: R18 household)."""
 
     appointments: dict[UUID, Stored] = field(default_factory=dict)
     # Appointments not stored yet: whether staff unassigned them by hand (R8) and whether
     # invoicing has announced the booking from a line (then it is not awaiting invoicing).
     hand_unlinked: frozenset[UUID] = frozenset()
     invoice_requested: frozenset[UUID] = frozenset()
-    lines: dict[str, dict[UUID, Line]] = field(default_factory=dict)  # by patient
+    # Each line once, and which of them each patient may use: a shared package's line taken
+    # for one member of a household is taken for all of them in the same batch.
+    lines: dict[UUID, Line] = field(default_factory=dict)
+    holders: dict[str, list[UUID]] = field(default_factory=dict)
     # What changed, to be written: appointments and lines by id, explanations (None: forget).
     changed_appointments: set[UUID] = field(default_factory=set)
     changed_lines: dict[UUID, Line] = field(default_factory=dict)
@@ -81,18 +85,28 @@ class State:
         return replace(
             self,
             appointments=dict(self.appointments),
-            lines={patient: dict(lines) for patient, lines in self.lines.items()},
+            lines=dict(self.lines),
+            holders={patient: list(ids) for patient, ids in self.holders.items()},
             changed_appointments=set(self.changed_appointments),
             changed_lines=dict(self.changed_lines),
             explanations=dict(self.explanations),
         )
 
-    def patient_lines(self, patient_id: str) -> list[Line]:
-        return list(self.lines.get(patient_id, {}).values())
+    def hold(self, patient_id: str, line: Line) -> None:
+        """``patient_id`` may use ``line`` (theirs, or shared with them)."""
+        self.lines.setdefault(line.line_id, line)
+        held = self.holders.setdefault(patient_id, [])
+        if line.line_id not in held:
+            held.append(line.line_id)
 
-    def set_line(self, patient_id: str, line: Line) -> None:
-        self.lines.setdefault(patient_id, {})[line.line_id] = line
-        self.changed_lines[line.line_id] = line
+    def patient_lines(self, patient_id: str) -> list[Line]:
+        return [self.lines[i] for i in self.holders.get(patient_id, ())]
+
+    def change_line(self, line: Line, **changes: object) -> None:
+        """The line as the fold has it now, changed."""
+        changed = replace(self.lines.get(line.line_id, line), **changes)  # type: ignore[arg-type]
+        self.lines[line.line_id] = changed
+        self.changed_lines[line.line_id] = changed
 
 
 @dataclass(frozen=True)
@@ -166,19 +180,9 @@ def appointment_changed(
 
 
 def line_linked(state: State, event: LineLinked, names: Mapping[str, str]) -> list[Publish]:
-    linked = next(
-        (
-            line
-            for line in state.patient_lines(event.patient_id)
-            if line.line_id == event.line.line_id
-        ),
-        None,
-    )
+    linked = state.lines.get(event.line.line_id)
     if linked is not None:
-        state.set_line(
-            event.patient_id,
-            replace(linked, status="linked", appointment_id=event.appointment_id),
-        )
+        state.change_line(linked, status="linked", appointment_id=event.appointment_id)
     state.explanations[event.appointment_id] = None  # it holds a line: no reason to give
     stored = state.appointments.get(event.appointment_id)
     # The appointment may have moved on while the link was on its way (cancelled, changed,
@@ -233,7 +237,7 @@ def carry_out(
                 derived_id("unlink", *key, line.line_id),
             )
         )
-        state.set_line(patient, replace(current(state, patient, line), status="requested"))
+        state.change_line(line, status="requested")
     target = decision.link.line if decision.link else (decision.keep if rescheduled else None)
     if target is not None:
         snapshot = parsed or AppointmentSnapshot.model_validate_json(stored.snapshot)
@@ -249,14 +253,7 @@ def carry_out(
                 derived_id("link", *key, target.line_id),
             )
         )
-        state.set_line(
-            patient,
-            replace(
-                current(state, patient, target),
-                status="requested",
-                appointment_id=appointment.appointment_id,
-            ),
-        )
+        state.change_line(target, status="requested", appointment_id=appointment.appointment_id)
         state.explanations[appointment.appointment_id] = None
     if decision.explain and explain:
         candidates = tuple(
@@ -293,8 +290,3 @@ def carry_out(
             appointment.version, decision.explain.summary, candidates
         )
     return said
-
-
-def current(state: State, patient_id: str, line: Line) -> Line:
-    """The line as the fold has it now (a decision names lines as they were when it was made)."""
-    return state.lines.get(patient_id, {}).get(line.line_id, line)

@@ -31,6 +31,7 @@ from packline_contracts.invoices import (
     PackageInvoiceExtended,
     PackageInvoiceIssued,
     PackageInvoiceRefunded,
+    PackageInvoiceShared,
     PackageInvoiceToppedUp,
     PackageInvoiceVoided,
     PaymentRecorded,
@@ -38,7 +39,8 @@ from packline_contracts.invoices import (
     SessionsTransferred,
     UnlinkReason,
 )
-from packline_core.consumer import MessageConsumer
+from packline_contracts.patients import PatientRegistered, PatientUpdated
+from packline_core.consumer import MessageConsumer, lock
 from packline_core.db import Connection
 from packline_core.outbox import Transaction
 
@@ -71,6 +73,7 @@ def register_matching(consumer: MessageConsumer) -> None:
     consumer.handles(SessionsExpired)(sessions_expired)
     consumer.handles(PackageInvoiceToppedUp)(invoice_topped_up)
     consumer.handles(SessionsTransferred)(sessions_transferred)
+    consumer.handles(PackageInvoiceShared)(invoice_shared)
 
 
 def register_directory(consumer: MessageConsumer) -> None:
@@ -84,6 +87,19 @@ def register_directory(consumer: MessageConsumer) -> None:
             "INSERT INTO names (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET name = $2",
             key,
             named.name,
+        )
+
+    @consumer.handles(PatientRegistered, PatientUpdated)
+    async def remember_patient(
+        tx: Transaction, envelope: Envelope[PatientRegistered | PatientUpdated]
+    ) -> None:
+        # Whose a shared package is, in an explanation or a rule (R18 household).
+        patient = envelope.payload
+        await tx.conn.execute(
+            "INSERT INTO patient_names (patient_id, name) VALUES ($1, $2)"
+            " ON CONFLICT (patient_id) DO UPDATE SET name = $2",
+            patient.patient_id,
+            patient.name,
         )
 
 
@@ -115,12 +131,24 @@ async def reconsider(tx: Transaction, *appointment_ids: UUID, explain: bool = Tr
         await run(tx.conn, [(tx, fold.Reconsider(i, explain)) for i in appointment_ids])
 
 
-async def link_waiting(tx: Transaction, patient_id: str, now: datetime) -> None:
+async def link_waiting(
+    tx: Transaction, patient_id: str, now: datetime, invoice_id: UUID | None = None
+) -> None:
     """R12: a package bought or a line released: link the patient's upcoming unlinked
-    appointments that now fit, earliest first (not those staff unlinked by hand). ``now`` is
-    when that happened (the event's ``occurred_at``), so a replay links the same ones (I10);
-    "upcoming" compares instants, which needs no time zone."""
-    waiting = await readmodel.waiting(tx.conn, patient_id, now)
+    appointments that now fit, earliest first (not those staff unlinked by hand), and those of
+    the household the invoice is shared with (R18). ``now`` is when that happened (the event's
+    ``occurred_at``), so a replay links the same ones (I10); "upcoming" compares instants, which
+    needs no time zone."""
+    patients = [patient_id]
+    if invoice_id is not None:
+        patients += await readmodel.household(tx.conn, invoice_id)
+    await waiting_of(tx, patients, now)
+
+
+async def waiting_of(tx: Transaction, patients: Sequence[str], now: datetime) -> None:
+    if len(patients) > 1:  # another patient's decisions: under their lock too
+        await lock(tx.conn, set(patients))
+    waiting = [a for p in patients for a in await readmodel.waiting(tx.conn, p, now)]
     await reconsider(tx, *(a.appointment_id for a in waiting), explain=False)
 
 
@@ -145,7 +173,8 @@ async def invoice_issued(tx: Transaction, envelope: Envelope[PackageInvoiceIssue
     if not inserted:
         return
     await insert_lines(tx.conn, invoice.invoice_id, invoice.patient_id, invoice.lines)
-    await link_waiting(tx, invoice.patient_id, envelope.occurred_at)
+    await readmodel.set_household(tx.conn, invoice.invoice_id, invoice.shared_with)
+    await link_waiting(tx, invoice.patient_id, envelope.occurred_at, invoice.invoice_id)
 
 
 async def insert_lines(
@@ -193,7 +222,7 @@ async def invoice_redeemability(
         unpaid(event.redeemable, event.status.value),
     )
     if event.redeemable:
-        await link_waiting(tx, event.patient_id, envelope.occurred_at)
+        await link_waiting(tx, event.patient_id, envelope.occurred_at, event.invoice_id)
 
 
 async def invoice_voided(tx: Transaction, envelope: Envelope[PackageInvoiceVoided]) -> None:
@@ -219,7 +248,7 @@ async def line_unlinked(tx: Transaction, envelope: Envelope[LineUnlinked]) -> No
         # Say why it stays unlinked (R7); not yet booked: on booking.
         await reconsider(tx, event.appointment_id)
     # R12 / R13: the line is free again, and a voided invoice's appointments look elsewhere.
-    await link_waiting(tx, event.patient_id, envelope.occurred_at)
+    await link_waiting(tx, event.patient_id, envelope.occurred_at, event.invoice_id)
 
 
 async def line_forfeited(tx: Transaction, envelope: Envelope[LineForfeited]) -> None:
@@ -272,7 +301,7 @@ async def line_booking_refused(tx: Transaction, envelope: Envelope[LineBookingRe
     # appointment on its own, to this line or another: remembered like a staff unlink (R8),
     # whichever topic reaches us first.
     await readmodel.remember_hand_unlink(tx.conn, event.appointment_id)
-    await link_waiting(tx, event.patient_id, envelope.occurred_at)
+    await link_waiting(tx, event.patient_id, envelope.occurred_at, event.invoice_id)
 
 
 async def invoice_extended(tx: Transaction, envelope: Envelope[PackageInvoiceExtended]) -> None:
@@ -284,7 +313,7 @@ async def invoice_extended(tx: Transaction, envelope: Envelope[PackageInvoiceExt
         event.line_ids,
         event.valid_until,
     )
-    await link_waiting(tx, event.patient_id, envelope.occurred_at)
+    await link_waiting(tx, event.patient_id, envelope.occurred_at, event.invoice_id)
 
 
 async def sessions_expired(tx: Transaction, envelope: Envelope[SessionsExpired]) -> None:
@@ -309,7 +338,17 @@ async def invoice_topped_up(tx: Transaction, envelope: Envelope[PackageInvoiceTo
         unpaid(event.redeemable, event.status.value),
     )
     await insert_lines(tx.conn, event.invoice_id, event.patient_id, event.lines)
-    await link_waiting(tx, event.patient_id, envelope.occurred_at)
+    await link_waiting(tx, event.patient_id, envelope.occurred_at, event.invoice_id)
+
+
+async def invoice_shared(tx: Transaction, envelope: Envelope[PackageInvoiceShared]) -> None:
+    """R18 household: staff changed who may use the invoice's sessions. Those added may have
+    appointments waiting that now fit (R12); those removed keep what is linked already (only
+    new links end), so nothing is decided again for them."""
+    event = envelope.payload
+    await readmodel.set_household(tx.conn, event.invoice_id, event.shared_with)
+    if event.added:
+        await waiting_of(tx, [event.patient_id, *event.added], envelope.occurred_at)
 
 
 async def sessions_transferred(tx: Transaction, envelope: Envelope[SessionsTransferred]) -> None:

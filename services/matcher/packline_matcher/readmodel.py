@@ -45,6 +45,8 @@ def to_line(row: asyncpg.Record) -> Line:
         appointment_id=row["appointment_id"],
         policy=late_cancel_policy(policy) if policy else None,
         alike=row["alike"],
+        patient_id=row["patient_id"],
+        patient_name=row["patient_name"],
     )
 
 
@@ -93,6 +95,27 @@ async def waiting(conn: Connection, patient_id: str, now: datetime) -> list[Appo
     return [to_appointment(row) for row in rows]
 
 
+async def household(conn: Connection, invoice_id: UUID) -> list[str]:
+    """Who may use the invoice's sessions besides its patient (R18)."""
+    rows = await conn.fetch(
+        "SELECT patient_id FROM household_members WHERE invoice_id = $1 ORDER BY patient_id",
+        invoice_id,
+    )
+    return [row["patient_id"] for row in rows]
+
+
+async def set_household(conn: Connection, invoice_id: UUID, members: Sequence[str]) -> None:
+    await conn.execute(
+        "WITH gone AS (DELETE FROM household_members"
+        "  WHERE invoice_id = $1 AND patient_id <> ALL($2::text[]))"
+        " INSERT INTO household_members (patient_id, invoice_id)"
+        " SELECT unnest($2::text[]), $1 WHERE EXISTS (SELECT 1 FROM invoices WHERE invoice_id = $1)"
+        " ON CONFLICT DO NOTHING",
+        invoice_id,
+        list(members),
+    )
+
+
 async def names(conn: Connection) -> dict[str, str]:
     return {row["id"]: row["name"] for row in await conn.fetch("SELECT id, name FROM names")}
 
@@ -138,28 +161,39 @@ async def seen_at(conn: Connection, patient_id: str) -> list[str]:
 
 # The lines that decide a batch (decision.condensed says which, and why that is enough): read
 # whole, those holding the batch's appointments, being linked, or refused to one of them; of the
-# rest of the patients' lines for the fees, each group of alike lines gives its first few open
-# ones (one more than the patient's appointments in the batch) or its first one of another
+# rest of the lines the batch's patients may use for the fees (their own, and those shared with
+# them: R18 household), each group of alike lines gives its first few open ones (one more than
+# the appointments of every patient who may use them in the batch) or its first one of another
 # status, the last standing for the others. A patient's thousand used sessions are one row.
 CANDIDATES = (
     "WITH apart AS (SELECT h.line_id FROM lines h WHERE h.appointment_id = ANY($4::uuid[])"
     "  UNION SELECT unnest($5::uuid[])),"
-    " ranked AS (SELECT f.line_id, f.status, w.open_kept,"
+    " wanted AS (SELECT * FROM unnest($1::text[], $2::text[], $3::integer[])"
+    "  AS w(patient_id, fee_id, open_kept)),"
+    " reach AS (SELECT w.patient_id AS holder, w.open_kept, o.line_id FROM wanted w"
+    "  JOIN lines o ON o.patient_id = w.patient_id AND o.fee_id = w.fee_id"
+    "  UNION ALL SELECT w.patient_id, w.open_kept, s.line_id FROM wanted w"
+    "  JOIN household_members m ON m.patient_id = w.patient_id"
+    "  JOIN lines s ON s.invoice_id = m.invoice_id AND s.fee_id = w.fee_id),"
+    " reached AS (SELECT line_id, sum(open_kept)::integer - count(*)::integer + 1 AS open_kept,"
+    "  array_agg(holder) AS holders FROM reach GROUP BY line_id),"
+    " ranked AS (SELECT f.line_id, f.status, r.open_kept, r.holders,"
     "  row_number() OVER in_line AS rank, count(*) OVER alike AS size"
-    "  FROM unnest($1::text[], $2::text[], $3::integer[]) AS w(patient_id, fee_id, open_kept)"
-    "  JOIN lines f ON f.patient_id = w.patient_id AND f.fee_id = w.fee_id"
+    "  FROM reached r JOIN lines f USING (line_id)"
     "  WHERE f.line_id NOT IN (SELECT line_id FROM apart)"
     # Compared byte by byte: only equality matters, and a collation's order costs 10 times more.
     '  WINDOW alike AS (PARTITION BY f.invoice_id, f.fee_id, f.status COLLATE "C",'
     '  f.practitioner_ids COLLATE "C", f.location_ids COLLATE "C", f.valid_from,'
     "  f.valid_until), in_line AS (alike ORDER BY f.line_number)),"
-    " kept AS (SELECT line_id, CASE WHEN rank = k THEN size - k + 1 ELSE 1 END AS alike"
+    " kept AS (SELECT line_id, holders,"
+    "  CASE WHEN rank = k THEN size - k + 1 ELSE 1 END AS alike"
     "  FROM (SELECT *, CASE WHEN status = 'open' THEN open_kept ELSE 1 END AS k FROM ranked) r"
     "  WHERE rank <= k"
-    "  UNION ALL SELECT line_id, 1 FROM apart)"
+    "  UNION ALL SELECT line_id, '{}', 1 FROM apart)"
     " SELECT l.*, i.package_id, i.package_name, i.issued_at, i.redeemable, i.unpaid,"
-    " i.late_cancel_policy, kept.alike"
+    " i.late_cancel_policy, kept.alike, kept.holders, p.name AS patient_name"
     " FROM kept JOIN lines l USING (line_id) JOIN invoices i USING (invoice_id)"
+    " LEFT JOIN patient_names p ON p.patient_id = l.patient_id"
     " ORDER BY i.issued_at, l.invoice_id, l.line_number"
 )
 
@@ -201,8 +235,21 @@ async def load(conn: Connection, inputs: Sequence[fold.Input]) -> fold.State:
         ids,
         [*linking, *refused],
     )
+    patient_of = {
+        **{i: stored.appointment.patient_id for i, stored in state.appointments.items()},
+        **{
+            m.appointment.appointment_id: m.appointment.patient_id
+            for m in inputs
+            if isinstance(m, AppointmentEvent)
+        },
+    }
     for row in lines:
-        state.lines.setdefault(row["patient_id"], {})[row["line_id"]] = to_line(row)
+        line = to_line(row)
+        # A line read apart is its patient's, and the appointment's it holds (a household's).
+        holders = row["holders"] or [row["patient_id"], patient_of.get(row["appointment_id"])]
+        for holder in holders:
+            if holder is not None:
+                state.hold(holder, line)
     return state
 
 

@@ -36,8 +36,11 @@ class AppointmentSeen(Answer):
 class LineHeld(Answer):
     line_id: UUID
     invoice_id: UUID
-    status: Literal["open", "requested", "linked", "used", "forfeited"] = Field(
-        description="requested: a link or a booking from the line awaits its answer."
+    status: Literal[
+        "open", "requested", "linked", "used", "forfeited", "expired", "transferred"
+    ] = Field(
+        description="requested: a link or a booking from the line awaits its answer; expired: "
+        "written off unbooked (R18); transferred: moved unbooked to another patient's invoice."
     )
     appointment_id: UUID | None
 
