@@ -45,6 +45,7 @@ ROUTE_ANSWERS: dict[str, dict[str, set[int]]] = {
     "invoicing": {
         "POST /invoices": {201},
         "GET /invoices/{invoice_id}": {200, 404},
+        "GET /invoices/{invoice_id}/lines/{line_number}/history": {200, 404},
         "GET /packages/{package_id}": {200, 404},
         "GET /links": {200},
         "GET /patients/{patient_id}/invoices": {200},
