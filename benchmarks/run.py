@@ -181,6 +181,7 @@ def cli() -> None:
     )
     parser.add_argument("--patients", type=int, help="patients of each kinds step (50)")
     parser.add_argument("--backlog", type=int, help="bookings queued while the matcher stops")
+    parser.add_argument("--partitions", type=int, help="partitions of every topic (12)")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy every service during the sweep"
     )
@@ -211,6 +212,8 @@ def cli() -> None:
         config.kind_patients = args.patients
     if args.backlog:
         config.backlog = args.backlog
+    if args.partitions:
+        config.partitions = args.partitions
     config.profile = args.profile
     results = asyncio.run(main(config))
     table = report(results)

@@ -43,6 +43,7 @@ class Config:
     line_steps: Sequence[int] = (10_000, 100_000, 1_000_000)
     fill_seconds: float = 360  # the most all total-lines fills may take together
     backlog: int = 30_000
+    partitions: int = 12  # of every topic the run creates (the deployment's default)
     profile: bool = False
     kafka_baseline_records: int = 50_000
     postgres_baseline_seconds: float = 4
@@ -128,7 +129,7 @@ class System:
 
 async def start_system(config: Config, run_id: str) -> System:
     prefix = f"bench-{run_id}."
-    await create_topics(config.kafka, partitions=12, prefix=prefix)
+    await create_topics(config.kafka, partitions=config.partitions, prefix=prefix)
     base = config.admin_url.rsplit("/", 1)[0]
     conn = await asyncpg.connect(config.admin_url)
     urls = {}
