@@ -19,6 +19,7 @@ from packline_contracts.patients import RegisterPatient
 
 from tests.clinic import booking, days_ahead, package, patient
 from tests.conftest import ReadEvents, StartService
+from tests.helpers import eventually
 from tests.system import System, start_system
 
 pytestmark = pytest.mark.infra
@@ -53,6 +54,15 @@ async def test_a_childs_appointment_links_to_the_parents_shared_package(system: 
     assert linked.payload.invoice_id == invoice.invoice_id
     assert linked.payload.rule.endswith(", shared by Ann Lee")
     assert linked.payload.balance.remaining == 1
+    # The calendar notes the package on the child's appointment (R4).
+    await eventually(
+        lambda: system.calendar.pool.fetchval(
+            "SELECT invoice_id = $2 FROM package_notes WHERE appointment_id = $1",
+            appointment.appointment_id,
+            invoice.invoice_id,
+        ),
+        what="the calendar's package note on the child's appointment",
+    )
 
     # The parent's own appointment takes the other session; a third, the child's again, is
     # told both sessions are booked, and whose package it is.
