@@ -215,6 +215,13 @@ async function signIn(candidate) {
   fillSelect($("book-fee"), state.fees, "fee_id");
   $("cal-day").value = $("new-date").value = today(zoneOf($("cal-location").value));
   if (matchMedia("(max-width: 40rem)").matches) $("cal-view").value = "1";
+  // The Revenue screen is for the roles that may read reports (billing, admin).
+  $("nav-revenue").hidden = !may("read reports");
+  const clinics = state.directory.locations.filter((l) => !mine || mine.includes(l.location_id));
+  fillSelect($("revenue-location"), clinics, "location_id");
+  $("revenue-location").prepend(el("option", { value: "" }, mine ? "All my clinics" : "All clinics"));
+  $("revenue-location").value = clinics.length === 1 ? clinics[0].location_id : "";
+  revenueDefaults();
   show(SCREENS.includes(location.hash.slice(1)) ? location.hash.slice(1) : "invoices");
   listen();
 }
@@ -231,15 +238,17 @@ function fillSelect(select, items, key) {
   select.replaceChildren(...items.map((item) => el("option", { value: item[key] }, item.name)));
 }
 
-const SCREENS = ["invoices", "calendar", "patients"];
+const SCREENS = ["invoices", "calendar", "patients", "revenue"];
 
 function show(screen) {
+  if (screen === "revenue" && !may("read reports")) screen = "invoices";  // billing and admin only
   for (const id of SCREENS) {
     $(id).hidden = id !== screen;
     if (id === screen) $(`nav-${id}`).setAttribute("aria-current", "page");
     else $(`nav-${id}`).removeAttribute("aria-current");
   }
   if (screen === "calendar") showCalendar();
+  if (screen === "revenue") showRevenue();
 }
 
 // --- package invoices -----------------------------------------------------------------------
@@ -301,6 +310,8 @@ function renderInvoice(invoice) {
   return el("article", { class: "invoice", "data-invoice": invoice.invoice_id },
     el("h3", {}, `${invoice.invoice_number} — ${invoice.package_name} — ${invoice.status}`),
     el("p", { class: "balance" }, invoice.balance_text),
+    ...invoiceTerms(invoice),
+    packageActions(invoice),
     el("table", {},
       el("thead", {}, el("tr", {}, ...["#", "Fee", "Practitioner", "Location", "Valid", "Appointment", ""].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, ...rows)));
@@ -949,6 +960,297 @@ function step(direction) {
   showCalendar();
 }
 
+// --- revenue: the deferred-revenue report -----------------------------------------------------
+
+// Invoicing's GET /reports/deferred-revenue (docs/revenue.md), for billing and admin: by package
+// and month what was sold, recognised, forfeited, expired, refunded, transferred and is still
+// owed, with each currency's totals; the same report as CSV, fetched with the token.
+const REPORT_COLUMNS = [
+  ["opening_owed_cents", "Owed at start"], ["sold_cents", "Sold"], ["recognised_cents", "Recognised (used)"],
+  ["forfeited_cents", "Forfeited"], ["expired_cents", "Expired"], ["refunded_cents", "Refunded"],
+  ["voided_cents", "Voided"], ["transferred_in_cents", "Transferred in"], ["transferred_out_cents", "Transferred out"],
+  ["owed_cents", "Still owed"],
+];
+const packageNames = new Map();
+
+// What the caller's role allows (the calendar's /whoami lists it; an open API allows everything).
+const may = (permission) => !state.me || !state.me.authenticated || (state.me.permissions || []).includes(permission);
+
+function revenueDefaults() {
+  const now = today(zoneOf($("revenue-location").value || state.directory.locations[0]?.location_id));
+  const [y, m] = now.split("-").map(Number);
+  $("revenue-from").value = `${now.slice(0, 7)}-01`;
+  $("revenue-to").value = new Date(Date.UTC(y, m, 0)).toISOString().slice(0, 10);  // the month's last day
+}
+
+function revenueQuery(format) {
+  const query = new URLSearchParams({ from: $("revenue-from").value, to: $("revenue-to").value, format });
+  if ($("revenue-location").value) query.set("location_id", $("revenue-location").value);
+  return query;
+}
+
+async function packageName(id) {
+  if (!packageNames.has(id)) {
+    packageNames.set(id, api("invoicing", `packages/${encodeURIComponent(id)}`).then((p) => p.name).catch(() => id));
+  }
+  return packageNames.get(id);
+}
+
+const monthName = (month) => new Date(`${month}-01T12:00:00Z`).toLocaleDateString("en-GB", { month: "long", year: "numeric", timeZone: "UTC" });
+
+async function showRevenue() {
+  const report = await loading($("revenue-status"), "Loading the report…",
+    () => api("invoicing", `reports/deferred-revenue?${revenueQuery("json")}`), $("revenue-report"));
+  if (!report) return;
+  const names = Object.fromEntries(await Promise.all([...new Set(report.rows.map((r) => r.package_id))].map(async (id) => [id, await packageName(id)])));
+  const where = report.location_id ? nameOf("locations", report.location_id) : "all your clinics";
+  const caption = `Deferred revenue at ${where}, ${localDay(report.from)} to ${localDay(report.to)}`;
+  if (!report.rows.length) {
+    $("revenue-report").replaceChildren(el("p", {}, `${caption}: nothing sold or owed in this period.`));
+    return;
+  }
+  const figures = (row) => REPORT_COLUMNS.map(([key]) => el("td", { class: "money", "data-column": key }, money(row[key], row.currency)));
+  $("revenue-report").replaceChildren(el("table", { class: "report", id: "revenue-table" },
+    el("caption", {}, caption),
+    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Package"), el("th", { scope: "col" }, "Month"),
+      ...REPORT_COLUMNS.map(([, label]) => el("th", { scope: "col" }, label)))),
+    el("tbody", {}, ...report.rows.map((row) => el("tr", { "data-package": row.package_id, "data-month": row.month },
+      el("th", { scope: "row" }, names[row.package_id] ?? row.package_id), el("td", {}, monthName(row.month)), ...figures(row)))),
+    el("tfoot", {}, ...report.totals.map((total) => el("tr", { class: "totals", "data-currency": total.currency },
+      el("th", { scope: "row", colspan: "2" }, `Total (${total.currency})`), ...figures(total))))));
+}
+
+// The CSV needs the token, so it is fetched here and handed to the browser as a file.
+async function downloadRevenue() {
+  const status = $("revenue-csv-status");
+  await loading(status, "Preparing the CSV…", async () => {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), SLOW_SECONDS * 1000);
+    let response;
+    try {
+      response = await fetch(`/api/invoicing/reports/deferred-revenue?${revenueQuery("csv")}`,
+        { headers: { authorization: `Bearer ${token()}` }, signal: abort.signal });
+    } catch (error) {
+      throw new Error(error.name === "AbortError" ? `no answer in ${SLOW_SECONDS} s: the service is slow or down` : "the console does not answer (network)");
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(typeof body.detail === "string" ? body.detail : `invoicing answered ${response.status}`);
+    }
+    const url = URL.createObjectURL(await response.blob());
+    const place = $("revenue-location").value ? `-${$("revenue-location").value}` : "";
+    const link = el("a", { href: url, download: `deferred-revenue-${$("revenue-from").value}-to-${$("revenue-to").value}${place}.csv`, hidden: "" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  });
+  if (!status.classList.contains("error")) status.textContent = "CSV downloaded.";
+}
+
+// --- package actions on an invoice card ---------------------------------------------------------
+
+// Extend validity, add sessions (top-up), transfer sessions, household: each a dialog sending
+// invoicing's own route (billing: permission "sell"); a refusal is shown in the server's words
+// with the field it names marked; success reads the card again.
+const DIALOGS = ["extend", "topup", "transfer", "household"];
+const patientNames = new Map();
+
+async function patientName(id) {
+  if (!patientNames.has(id)) {
+    patientNames.set(id, api("calendar", `patients/${encodeURIComponent(id)}`).then((p) => p.name).catch(() => id));
+  }
+  return patientNames.get(id);
+}
+
+const openLines = (invoice) => invoice.lines.filter((l) => l.status === "open").length;
+
+// What the card says of the invoice's terms: its last day and grace, its household and the
+// sessions it gave away; names filled in as the directory answers.
+function invoiceTerms(invoice) {
+  const b = invoice.balance;
+  const parts = [];
+  if (b.expires_on) {
+    const grace = invoice.grace_days || 0;
+    parts.push(`Valid until ${localDay(b.expires_on)}` + (grace
+      ? `, ${grace} day${grace === 1 ? "" : "s"}' grace (unbooked sessions written off after ${localDay(addDays(b.expires_on, grace))})`
+      : ", no grace"));
+  }
+  const moved = invoice.lines.filter((l) => l.status === "transferred").length;
+  if (moved) parts.push(`${moved} session${moved === 1 ? "" : "s"} transferred to another patient`);
+  const terms = el("p", { class: "terms" }, parts.join(". ") + (parts.length ? "." : ""));
+  const shared = el("p", { class: "shared-with" }, invoice.shared_with.length ? `Shared with ${invoice.shared_with.join(", ")}` : "Not shared");
+  if (invoice.shared_with.length) {
+    Promise.all(invoice.shared_with.map(patientName)).then((names) => { shared.textContent = `Shared with ${names.join(", ")}`; });
+  }
+  return [terms, shared];
+}
+
+function packageActions(invoice) {
+  if (!may("sell")) return el("div", { class: "package-actions", hidden: "" });
+  const button = (label, open) => el("button", { type: "button", "aria-label": `${label}: ${invoice.package_name}, ${invoice.invoice_number}`, onclick: () => open(invoice) }, label);
+  return el("div", { class: "package-actions", role: "group", "aria-label": `Package actions for ${invoice.invoice_number}` },
+    button("Extend validity", openExtend), button("Add sessions", openTopUp),
+    button("Transfer sessions", openTransfer), button("Household", openHousehold));
+}
+
+function openDialog(kind, invoice, summary) {
+  state.acting = { kind, invoice };
+  const form = $(`${kind}-form`);
+  form.reset();
+  for (const field of form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
+  $(`${kind}-error`).textContent = "";
+  $(`${kind}-summary`).textContent = summary;
+  form.querySelector("button[type=submit]").disabled = false;
+  $(`${kind}-dialog`).showModal();
+  form.querySelector("input, select").focus();
+}
+
+const invoiceSummary = (invoice) => `${invoice.package_name}, ${invoice.invoice_number}: ${invoice.balance_text}.`;
+
+function openExtend(invoice) {
+  // The current last day is said; invoicing refuses a day not after it, in its own words.
+  const last = invoice.balance.expires_on ? ` Valid until ${localDay(invoice.balance.expires_on)} now.` : "";
+  openDialog("extend", invoice, `${invoiceSummary(invoice)}${last}`);
+}
+
+function openTopUp(invoice) {
+  const fees = [...new Set(invoice.lines.map((l) => l.fee_id))];
+  openDialog("topup", invoice, invoiceSummary(invoice));
+  $("topup-price-label").textContent = `Price (${invoice.currency})`;
+  fillSelect($("topup-fee"), fees.map((id) => ({ fee_id: id, name: feeName(id) })), "fee_id");
+  // Only an invoice of several fees needs to be told which one.
+  for (const id of ["topup-fee", "topup-fee-label"]) $(id).hidden = fees.length < 2;
+}
+
+function openTransfer(invoice) {
+  openDialog("transfer", invoice, `${invoiceSummary(invoice)} ${openLines(invoice)} unbooked session${openLines(invoice) === 1 ? "" : "s"} can move.`);
+  state.acting.to = null;
+  $("transfer-results").replaceChildren();
+  $("transfer-chosen").textContent = "No patient chosen yet: type part of their name.";
+}
+
+function chooseRecipient(p) {
+  state.acting.to = p;
+  $("transfer-patient").value = p.name;
+  $("transfer-results").replaceChildren();
+  $("transfer-chosen").textContent = `To ${p.name}${p.date_of_birth ? `, born ${p.date_of_birth}` : ""}.`;
+  $("transfer-sessions").focus();
+}
+
+async function openHousehold(invoice) {
+  openDialog("household", invoice, `${invoice.package_name}, ${invoice.invoice_number}: family members whose appointments may use its sessions too.`);
+  state.acting.members = invoice.shared_with.map((id) => ({ patient_id: id, name: id }));
+  $("household-results").replaceChildren();
+  $("household-found").textContent = "";
+  showMembers();
+  await Promise.all(state.acting.members.map(async (m) => { m.name = await patientName(m.patient_id); }));
+  showMembers();
+}
+
+function showMembers() {
+  const { members } = state.acting;
+  $("household-members").replaceChildren(...(members.length
+    ? members.map((m) => el("li", { "data-patient": m.patient_id }, `${m.name} `,
+      el("button", { type: "button", "aria-label": `Remove ${m.name}`, onclick: () => removeMember(m.patient_id) }, "Remove")))
+    : [el("li", {}, "Shared with nobody.")]));
+}
+
+function addMember(p) {
+  const { members, invoice } = state.acting;
+  $("household-results").replaceChildren();
+  $("household-patient").value = "";
+  if (p.patient_id === invoice.patient_id) {
+    $("household-found").textContent = `${p.name} is the invoice's own patient.`;
+  } else if (members.some((m) => m.patient_id === p.patient_id)) {
+    $("household-found").textContent = `${p.name} is already in the household.`;
+  } else {
+    patientNames.set(p.patient_id, Promise.resolve(p.name));
+    members.push({ patient_id: p.patient_id, name: p.name });
+    $("household-found").textContent = `${p.name} added: Save household to keep it.`;
+    showMembers();
+  }
+  $("household-patient").focus();
+}
+
+function removeMember(id) {
+  const removed = state.acting.members.find((m) => m.patient_id === id);
+  state.acting.members = state.acting.members.filter((m) => m.patient_id !== id);
+  $("household-found").textContent = `${removed?.name ?? id} removed: Save household to keep it.`;
+  showMembers();
+  $("household-patient").focus();
+}
+
+// The request of each dialog: [method, path, body, what to say when it is done].
+function actionRequest(kind, invoice) {
+  const path = `invoices/${invoice.invoice_id}`;
+  const text = (id) => $(id).value.trim();
+  switch (kind) {
+    case "extend":
+      return ["PUT", `${path}/validity`, { valid_until: $("extend-until").value, reason: text("extend-reason") },
+        () => `Valid until ${localDay($("extend-until").value)}.`];
+    case "topup": {
+      const body = { sessions: Number($("topup-sessions").value), price_cents: Math.round(Number($("topup-price").value) * 100) };
+      if (text("topup-reason")) body.reason = text("topup-reason");
+      if (!$("topup-fee").hidden) body.fee_id = $("topup-fee").value;
+      return ["POST", `${path}/top-ups`, body, () => `${body.sessions} session${body.sessions === 1 ? "" : "s"} added for ${money(body.price_cents, invoice.currency)}.`];
+    }
+    case "transfer": {
+      const to = state.acting.to;
+      if (!to) return { field: "to_patient_id", message: "choose the patient who receives the sessions: type part of their name and pick them" };
+      const sessions = Number($("transfer-sessions").value);
+      return ["POST", `${path}/transfers`, { to_patient_id: to.patient_id, sessions, reason: text("transfer-reason") },
+        (made) => `${sessions} session${sessions === 1 ? "" : "s"} transferred to ${to.name} (their invoice ${made.invoice_number}).`];
+    }
+    default: {
+      const body = { shared_with: state.acting.members.map((m) => m.patient_id) };
+      if (text("household-reason")) body.reason = text("household-reason");
+      const names = state.acting.members.map((m) => m.name);
+      return ["PUT", `${path}/household`, body, () => (names.length ? `Shared with ${names.join(", ")}.` : "Shared with nobody.")];
+    }
+  }
+}
+
+// A refusal in the server's words; the field it names ("sessions: …") is marked and focused.
+function refuse(kind, message) {
+  const form = $(`${kind}-form`);
+  $(`${kind}-error`).textContent = `Refused: ${message}`;
+  const field = /^([a-z_]+)(\.\d+)?: /.exec(message)?.[1];
+  const input = field && form.querySelector(`[name="${field}"]`);
+  if (input && !input.hidden) {
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-errormessage", `${kind}-error`);
+    input.focus();
+  }
+}
+
+async function submitAction(event) {
+  event.preventDefault();
+  const { kind, invoice } = state.acting;
+  const form = $(`${kind}-form`);
+  for (const field of form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
+  const asked = actionRequest(kind, invoice);
+  if (!Array.isArray(asked)) return refuse(kind, `${asked.field}: ${asked.message}`);
+  const [method, path, body, said] = asked;
+  const submit = form.querySelector("button[type=submit]");
+  submit.disabled = true;
+  $(`${kind}-error`).textContent = "Sending…";
+  let answer;
+  try {
+    answer = await api("invoicing", path, { method, body: JSON.stringify(body) });
+  } catch (error) {
+    submit.disabled = false;
+    return refuse(kind, error.message);
+  }
+  $(`${kind}-dialog`).close();
+  await showInvoices();
+  const status = $("patients").hidden ? $("invoices-status") : $("patient-page-status");
+  status.classList.remove("error");
+  status.textContent = `${invoice.package_name}, ${invoice.invoice_number}: ${said(answer)}`;
+}
+
 // --- wiring ---------------------------------------------------------------------------------
 
 window.addEventListener("DOMContentLoaded", () => {
@@ -985,5 +1287,13 @@ window.addEventListener("DOMContentLoaded", () => {
   // The panel beside the grid is not modal: Escape closes it too.
   $("panel").addEventListener("keydown", (event) => { if (event.key === "Escape") $("panel").close(); });
   for (const screen of SCREENS) $(`nav-${screen}`).addEventListener("click", () => show(screen));
+  $("revenue-form").addEventListener("submit", (event) => { event.preventDefault(); showRevenue(); });
+  $("revenue-csv").addEventListener("click", downloadRevenue);
+  for (const kind of DIALOGS) {
+    $(`${kind}-form`).addEventListener("submit", submitAction);
+    $(`${kind}-dialog`).querySelector(".dialog-cancel").addEventListener("click", () => $(`${kind}-dialog`).close());
+  }
+  patientSearch($("transfer-patient"), $("transfer-results"), $("transfer-chosen"), chooseRecipient);
+  patientSearch($("household-patient"), $("household-results"), $("household-found"), addMember);
   if (token()) signIn(token());
 });
