@@ -30,7 +30,7 @@ from packline_contracts.appointments import (
     RescheduleAppointment,
 )
 from packline_contracts.envelope import Envelope, Message
-from packline_contracts.invoices import LineLinked, LineUnlinked
+from packline_contracts.invoices import LineForfeited, LineLinked, LineStatus, LineUnlinked
 from packline_contracts.topics import CALENDAR_COMMANDS, CALENDAR_EVENTS
 from packline_core.service import Service
 
@@ -323,3 +323,44 @@ async def test_package_note_follows_the_newest_link_event_whatever_the_order(
 def _session(panel: dict[str, Any], number: int) -> bool:
     package = panel["package"]
     return bool(package and package["session_number"] == number)
+
+
+async def test_a_forfeited_session_keeps_its_number_on_the_panel(
+    calendar: Service, producer: Any, read_events: ReadEvents
+) -> None:
+    """LineForfeited carries no session number: the panel (and every list holding the
+    appointment) shows the number it was linked as, instead of failing on its absence."""
+    events = await read_events(CALENDAR_EVENTS)
+    who = patient()
+    late = booking(who, days_ahead(11))
+    await producer.send(late)
+    await events.wait_for(AppointmentBooked, about(late.appointment_id))
+    linked = line_event(LineLinked, who, late.appointment_id, link_version=1, session=2)
+    assert isinstance(linked, LineLinked)
+    forfeited = LineForfeited(
+        **linked.model_dump(
+            include={"patient_id", "invoice_id", "package_id", "package_name", "balance"}
+        ),
+        line=linked.line.model_copy(update={"status": LineStatus.FORFEITED}),
+        appointment_id=late.appointment_id,
+        link_version=2,
+        reason="cancelled 3 hours before: under 24 hours",
+    )
+    await producer.send(linked)
+    await producer.send(forfeited)
+
+    async def panel() -> dict[str, Any]:
+        async with http(calendar) as client:
+            answer = await client.get(f"/appointments/{late.appointment_id}")
+            listed = await client.get(f"/patients/{who}/appointments")
+        assert answer.status_code == 200, answer.text
+        assert listed.status_code == 200, listed.text
+        return dict(answer.json())
+
+    shown = await read_until(
+        panel, lambda p: p["package"] and p["package"]["state"] == "forfeited", what="forfeit"
+    )
+    assert shown["package"]["session_number"] == 2
+    assert shown["package"]["text"] == (
+        "5 x 60-min massage: session 2 forfeited (cancelled 3 hours before: under 24 hours)"
+    )

@@ -330,7 +330,8 @@ def package_note(note: Any) -> dict[str, Any] | None:
     elif note["state"] == "used":
         text = f"{session} used, {balance['remaining']} left"
     else:
-        text = f"{note['package_name']}: session forfeited ({note['detail']})"
+        number = f" {note['session_number']}" if note["session_number"] is not None else ""
+        text = f"{note['package_name']}: session{number} forfeited ({note['detail']})"
     return {
         "state": note["state"],
         "invoice_id": note["invoice_id"],

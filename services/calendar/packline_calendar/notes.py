@@ -43,7 +43,10 @@ async def note_link_changes(
         " ON CONFLICT (appointment_id) DO UPDATE SET link_version = EXCLUDED.link_version,"
         " state = EXCLUDED.state, invoice_id = EXCLUDED.invoice_id, line_id = EXCLUDED.line_id,"
         " package_id = EXCLUDED.package_id, package_name = EXCLUDED.package_name,"
-        " session_number = EXCLUDED.session_number, balance = EXCLUDED.balance,"
+        # A forfeit does not carry the session's number: the note keeps the one it was linked as.
+        " session_number = CASE WHEN EXCLUDED.session_number IS NULL"
+        "  AND n.line_id = EXCLUDED.line_id THEN n.session_number"
+        "  ELSE EXCLUDED.session_number END, balance = EXCLUDED.balance,"
         " detail = EXCLUDED.detail, updated_at = now()"
         " WHERE n.link_version < EXCLUDED.link_version",
         [e.appointment_id for e in notes],

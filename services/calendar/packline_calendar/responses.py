@@ -35,7 +35,10 @@ class PackageNote(Answer):
     line_id: UUID
     package_id: PackageId
     package_name: str
-    session_number: int
+    session_number: int | None = Field(
+        description="This is session N of balance.total; for a forfeited session, the number it "
+        "was linked as, or null when the calendar never saw that link."
+    )
     balance: Balance
     text: str = Field(description='e.g. "5 x 60-min massage: session 2 of 5, 3 left".')
 
