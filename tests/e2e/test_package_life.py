@@ -324,15 +324,13 @@ async def test_a_package_from_sale_to_write_off(
         "Ben Lee",
         str(invoice.invoice_id),
     )
-    # The calendar notes the forfeited session; the matcher sees the appointment cancelled.
-    await get_until(
-        clinic.http("calendar"),
-        "/links",
-        lambda notes: (
-            {(n["appointment_id"], n["state"]) for n in notes} >= {(str(anns), "forfeited")}
-        ),
-        what="the calendar's note of the forfeited session",
+    # The calendar's panel notes the forfeited session by the number it was linked as; the
+    # matcher sees the appointment cancelled.
+    panel = await clinic.panel_when(
+        anns, lambda p: p["package"] and p["package"]["state"] == "forfeited"
     )
+    assert panel["package"]["session_number"] == 2
+    assert panel["package"]["text"].startswith("4 x 60-min massage: session 2 forfeited (")
     await get_until(
         clinic.http("matcher"),
         f"/patients/{ann}/appointments",
