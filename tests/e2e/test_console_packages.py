@@ -3,7 +3,9 @@ services as processes, signed in as billing with a token of the local issuer: on
 card, Extend validity (one refused first, with invoicing's reason), Add sessions, Transfer
 sessions (the recipient found by name) and Household (a family member found by name), each
 through its dialog and checked on the card and in invoicing; then the Revenue screen shows the
-package's figures for the month, and its CSV downloads with the same totals. axe-core finds no
+package's figures for the month, and its CSV downloads with the same totals. Signed in as
+reception: no Revenue screen and no package actions, and a booking from Edit Invoice Line that
+the calendar refuses is said with the calendar's reason. axe-core finds no
 serious or critical violation on the new screen and dialogs at desktop and phone widths.
 Screenshots go to ``test-artifacts/console/``."""
 
@@ -16,13 +18,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
+from zoneinfo import ZoneInfo
 
 import pytest
 from packline_contracts.client import PacklineProducer
 from packline_contracts.invoices import IssuePackageInvoice, PurchaseChannel
 from packline_contracts.patients import RegisterPatient
 
-from tests.clinic import NORTHSIDE
+from tests.clinic import DR_A, NORTHSIDE, booking
 from tests.e2e import test_console_browser as browser_tests
 from tests.e2e.test_console_calendar import WIDTHS, assert_accessible, watched_page
 from tests.helpers import eventually
@@ -76,6 +79,12 @@ async def test_package_actions_and_the_revenue_screen(
     expires = date.fromisoformat(sold["balance"]["expires_on"])
     later = expires + timedelta(days=30)
     bo = signed_in_console.issuer.token("bo", "Bo Quinn", "billing")
+    sam = signed_in_console.issuer.token("sam", "Sam Lee", "reception")
+    # Dr Adams is taken at 11:00 in three days (Sydney): a booking from the invoice is refused.
+    sydney = ZoneInfo(browser_tests.CLINIC_ZONE)
+    day = (datetime.now(sydney) + timedelta(days=3)).date()
+    taken = datetime.fromisoformat(f"{day}T11:00").replace(tzinfo=sydney)
+    await producer.send(booking("someone-else", taken, practitioner=DR_A))
     SHOTS.mkdir(parents=True, exist_ok=True)
 
     async with async_playwright() as playwright:
@@ -249,6 +258,37 @@ async def test_package_actions_and_the_revenue_screen(
         await page.keyboard.press("Escape")
         await card.get_by_role("button", name=re.compile("^Extend validity")).click()
         await assert_accessible(page, "the extension dialog at phone width")
+        assert await page.evaluate("window.__violations") == []
+        assert errors == []
+        await context.close()
+
+        # Sam, reception: no Revenue screen, no package actions; a booking from Edit Invoice
+        # Line that the calendar refuses (Dr Adams is taken) is said in the calendar's words.
+        context, page, errors = await watched_page(chromium, url, WIDTHS["desktop"])
+        await page.get_by_label("Staff token").fill(sam)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#who")).to_contain_text("Sam Lee (sam), reception")
+        await expect(page.get_by_role("link", name="Revenue")).to_be_hidden()
+        invoices = page.locator("#invoices")
+        await invoices.get_by_label("Patient (name or id)").fill(names[owner])
+        await invoices.get_by_role("button", name="Show", exact=True).click()
+        card = page.locator(f"article[data-invoice='{invoice_id}']")
+        await expect(card.locator(".shared-with")).to_have_text(f"Shared with {names[member]}")
+        await expect(card.get_by_role("button", name=re.compile("^Extend validity"))).to_have_count(
+            0
+        )
+        await page.get_by_role("button", name=f"Edit line 1 of {PACKAGE.name}").click()
+        dialog = page.get_by_role("dialog", name="Edit Invoice Line")
+        await dialog.get_by_label("Date").fill(day.isoformat())
+        await dialog.get_by_label("Yes").check()
+        await dialog.get_by_label("Time").fill("11:00")
+        await dialog.get_by_role("button", name="Save").click()
+        await expect(page.locator("#invoices-status")).to_contain_text(
+            f"Line 1 of {PACKAGE.name} not booked: Dr Adams is already booked from 11:00 to 12:00"
+        )
+        await expect(card.locator("tbody tr").nth(0)).to_have_attribute("data-status", "open")
+        await assert_accessible(page, "a line booking the calendar refused")
+        await page.screenshot(path=SHOTS / "line-booking-refused.png")
         assert await page.evaluate("window.__violations") == []
         assert errors == []
         await context.close()

@@ -495,13 +495,23 @@ async function save(event) {
   await showInvoices();
   // The answer comes from the calendar through Kafka: follow the line until it lands (a moved
   // appointment: until invoicing has linked it again at its new time, R10).
-  await until(async () => {
+  const booking = $("add-yes").checked && line.status === "open";
+  const answer = await until(async () => {
     const fresh = await api("invoicing", `invoices/${invoice.invoice_id}`);
     const now = fresh.lines.find((l) => l.line_id === line.line_id);
-    return now && now.status !== "booking_requested" && (!moving || (now.local_starts_at || "").startsWith(wanted));
+    return now && now.status !== "booking_requested" && (!moving || (now.local_starts_at || "").startsWith(wanted)) ? now : null;
   });
   await showInvoices();
+  // A booking the calendar refused: the line is open again, its note the calendar's reason.
+  if (booking && answer?.status === "open") {
+    const status = screenStatus();
+    status.classList.add("error");
+    status.textContent = `Line ${line.line_number} of ${invoice.package_name} not booked: ${(answer.note || "the calendar refused the booking").replace(/\.$/, "")}.`;
+  }
 }
+
+// Where the screen showing the invoice cards says what happened.
+const screenStatus = () => ($("patients").hidden ? $("invoices-status") : $("patient-page-status"));
 
 // A linked line at a new time: the calendar moves its appointment (RescheduleAppointment, same
 // practitioner and location) and the line keeps it (R10). The refusal in words, or null.
@@ -1246,7 +1256,7 @@ async function submitAction(event) {
   }
   $(`${kind}-dialog`).close();
   await showInvoices();
-  const status = $("patients").hidden ? $("invoices-status") : $("patient-page-status");
+  const status = screenStatus();
   status.classList.remove("error");
   status.textContent = `${invoice.package_name}, ${invoice.invoice_number}: ${said(answer)}`;
 }
