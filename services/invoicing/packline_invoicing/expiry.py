@@ -28,7 +28,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import structlog
-from fastapi import HTTPException, Request
+from fastapi import Request
 from packline_contracts import clinic_time
 from packline_contracts.envelope import Envelope
 from packline_contracts.ids import derived_id
@@ -43,16 +43,15 @@ from packline_contracts.invoices import (
 from packline_contracts.types import Actor, Day, Reason
 from packline_core.auth import acting, caller, needs
 from packline_core.consumer import MessageConsumer
-from packline_core.http_errors import invalid
 from packline_core.openapi import NOT_FOUND
 from packline_core.outbox import Transaction
-from packline_core.scope import CallerScope, require_patient
+from packline_core.scope import CallerScope
 from packline_core.service import Service
 from pydantic import BaseModel, Field
 
 from packline_invoicing import commands, history, invoices, lines, revenue, rules
 from packline_invoicing.booking import Clock, utc_now
-from packline_invoicing.http import shown_with_notes
+from packline_invoicing.http import refused_over_http, shown_with_notes, staff_change
 from packline_invoicing.responses import InvoiceShown
 from packline_invoicing.sweep import Sweep
 
@@ -175,12 +174,8 @@ def register_expiry_http(service: Service) -> None:
         naming the field: a day not after the current last one, a void or refunded invoice, or
         one with no session left to extend."""
         extended_by = acting(caller(request), extension.extended_by, ["body", "extended_by"])
-        async with service.transaction() as tx:
-            invoice = await invoices.get_invoice(tx.conn, invoice_id)
-            if invoice is None:
-                raise HTTPException(404, f"no package invoice {invoice_id}")
+        async with staff_change(service, scope, invoice_id) as (tx, invoice):
             patient = invoice["patient_id"]
-            require_patient(scope, patient, await invoices.seen_at(tx.conn, patient))
             refused = await extend(
                 tx,
                 ExtendPackageInvoice(
@@ -193,8 +188,7 @@ def register_expiry_http(service: Service) -> None:
                 ),
             )
             if refused:
-                field, reason = refused
-                raise invalid(["path" if field == "invoice_id" else "body", field], reason)
+                raise refused_over_http(refused)
             return await shown_with_notes(tx.conn, invoice_id)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID, uuid4
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from packline_contracts.envelope import Envelope
 from packline_contracts.invoices import (
     Household,
@@ -40,7 +40,7 @@ from packline_core.service import Service
 from pydantic import BaseModel, Field
 
 from packline_invoicing import commands, invoices
-from packline_invoicing.http import shown_with_notes
+from packline_invoicing.http import refused_over_http, shown_with_notes, staff_change
 from packline_invoicing.responses import InvoiceShown
 
 Refusal = tuple[str, str]
@@ -192,12 +192,8 @@ def register_household_http(service: Service) -> None:
         clinics. 422 naming the field: a void or refunded invoice, a list naming the invoice's
         own patient or someone twice."""
         shared_by = acting(caller(request), body.shared_by, ["body", "shared_by"])
-        async with service.transaction() as tx:
-            invoice = await invoices.get_invoice(tx.conn, invoice_id)
-            if invoice is None:
-                raise HTTPException(404, f"no package invoice {invoice_id}")
+        async with staff_change(service, scope, invoice_id) as (tx, invoice):
             patient = invoice["patient_id"]
-            require_patient(scope, patient, await invoices.seen_at(tx.conn, patient))
             refusal = household_refusal(patient, body.shared_with)
             if refusal is not None:
                 raise invalid(["body", refusal[0]], refusal[1])
@@ -216,6 +212,5 @@ def register_household_http(service: Service) -> None:
                 ),
             )
             if refused:
-                field, reason = refused
-                raise invalid(["path" if field == "invoice_id" else "body", field], reason)
+                raise refused_over_http(refused)
             return await shown_with_notes(tx.conn, invoice_id)

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
@@ -30,6 +32,7 @@ from packline_core.auth import acting, caller, needs
 from packline_core.http_errors import invalid
 from packline_core.links import register_links
 from packline_core.openapi import NOT_FOUND
+from packline_core.outbox import Transaction
 from packline_core.paging import Cursor, Limit, instant_of, page, read_cursor
 from packline_core.scope import CallerScope, Scope, require_location, require_patient
 from packline_core.service import Service
@@ -280,6 +283,28 @@ def selling_location(scope: Scope, given: str | None) -> str | None:
         return next(iter(scope.locations))
     require_location(scope, given)
     return given
+
+
+@contextlib.asynccontextmanager
+async def staff_change(
+    service: Service, scope: CallerScope, invoice_id: UUID
+) -> AsyncIterator[tuple[Transaction, Any]]:
+    """A staff change of an invoice over HTTP (an extension, a top-up, a transfer, a household):
+    one transaction, with the invoice, 404 when there is none, 403 when the caller's clinics do
+    not see its patient (R17)."""
+    async with service.transaction() as tx:
+        invoice = await invoices.get_invoice(tx.conn, invoice_id)
+        if invoice is None:
+            raise HTTPException(404, f"no package invoice {invoice_id}")
+        patient = invoice["patient_id"]
+        require_patient(scope, patient, await invoices.seen_at(tx.conn, patient))
+        yield tx, invoice
+
+
+def refused_over_http(refused: tuple[str, str]) -> HTTPException:
+    """A staff change's refusal, (field, reason), as a 422 naming that field."""
+    field, reason = refused
+    return invalid(["path" if field == "invoice_id" else "body", field], reason)
 
 
 async def shown_with_notes(conn: Any, invoice_id: UUID) -> dict[str, Any]:

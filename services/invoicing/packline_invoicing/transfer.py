@@ -27,7 +27,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
-from fastapi import HTTPException, Request
+from fastapi import Request
 from packline_contracts import clinic_time, wording
 from packline_contracts.envelope import Envelope
 from packline_contracts.ids import derived_id
@@ -43,7 +43,6 @@ from packline_contracts.invoices import (
 from packline_contracts.types import MAX_INT32, Actor, Cents, FeeId, PatientId, Reason
 from packline_core.auth import acting, caller, needs
 from packline_core.consumer import MessageConsumer
-from packline_core.http_errors import invalid
 from packline_core.openapi import NOT_FOUND
 from packline_core.outbox import Transaction
 from packline_core.scope import CallerScope, require_patient
@@ -51,7 +50,7 @@ from packline_core.service import Service
 from pydantic import BaseModel, Field
 
 from packline_invoicing import commands, history, invoices, lines, revenue, rules
-from packline_invoicing.http import shown_with_notes
+from packline_invoicing.http import refused_over_http, shown_with_notes, staff_change
 from packline_invoicing.responses import InvoiceShown
 
 Refusal = tuple[str, str]
@@ -494,11 +493,6 @@ class Transfer(BaseModel):
     )
 
 
-def http_refusal(refused: Refusal) -> HTTPException:
-    field, reason = refused
-    return invalid(["path" if field == "invoice_id" else "body", field], reason)
-
-
 def register_transfer_http(service: Service) -> None:
     @service.http.post(
         "/invoices/{invoice_id}/top-ups",
@@ -518,12 +512,8 @@ def register_transfer_http(service: Service) -> None:
         (``topped_up_by``) with the reason. 422 naming the field: a void or refunded invoice,
         one whose last day has passed, a fee not on the invoice."""
         topped_up_by = acting(caller(request), body.topped_up_by, ["body", "topped_up_by"])
-        async with service.transaction() as tx:
-            invoice = await invoices.get_invoice(tx.conn, invoice_id)
-            if invoice is None:
-                raise HTTPException(404, f"no package invoice {invoice_id}")
+        async with staff_change(service, scope, invoice_id) as (tx, invoice):
             patient = invoice["patient_id"]
-            require_patient(scope, patient, await invoices.seen_at(tx.conn, patient))
             refused = await top_up(
                 tx,
                 TopUpPackageInvoice(
@@ -538,7 +528,7 @@ def register_transfer_http(service: Service) -> None:
                 ),
             )
             if refused:
-                raise http_refusal(refused)
+                raise refused_over_http(refused)
             return await shown_with_notes(tx.conn, invoice_id)
 
     @service.http.post(
@@ -561,12 +551,8 @@ def register_transfer_http(service: Service) -> None:
         422 naming the field: a void, refunded or unpaid invoice, the same patient, fewer
         unbooked sessions than asked."""
         transferred_by = acting(caller(request), body.transferred_by, ["body", "transferred_by"])
-        async with service.transaction() as tx:
-            invoice = await invoices.get_invoice(tx.conn, invoice_id)
-            if invoice is None:
-                raise HTTPException(404, f"no package invoice {invoice_id}")
+        async with staff_change(service, scope, invoice_id) as (tx, invoice):
             patient = invoice["patient_id"]
-            require_patient(scope, patient, await invoices.seen_at(tx.conn, patient))
             require_patient(
                 scope, body.to_patient_id, await invoices.seen_at(tx.conn, body.to_patient_id)
             )
@@ -583,5 +569,5 @@ def register_transfer_http(service: Service) -> None:
                 ),
             )
             if refused:
-                raise http_refusal(refused)
+                raise refused_over_http(refused)
             return await shown_with_notes(tx.conn, new_invoice_id(body.transfer_id))
