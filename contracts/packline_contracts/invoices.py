@@ -163,6 +163,12 @@ class UnlinkAppointment(InvoiceCommand):
         description="Why it is forfeited, in the clinic's words and local time (R9, R15); "
         "LineForfeited carries it.",
     )
+    changed_by: Actor | None = Field(
+        default=None,
+        description="Who cancelled or deleted the appointment in the calendar, when that "
+        "released the line (the event's cancelled_by or deleted_by): LineUnlinked's unlinked_by "
+        "and the line's history name them. Absent for any other release.",
+    )
 
 
 class UnassignInvoiceLine(InvoiceCommand):
@@ -461,8 +467,8 @@ class LineUnlinked(LineEvent):
     unlinked_by: Actor | None = Field(
         default=None,
         description="The staff member who unlinked it (verified id), when staff did: "
-        "unassigned_by_staff, and invoice_voided (by the void or the full refund); absent when "
-        "a change in the calendar released it.",
+        "unassigned_by_staff, and invoice_voided (by the void or the full refund); for cancelled "
+        "and deleted, who did that in the calendar; absent for a change that no longer fits.",
     )
 
 

@@ -133,7 +133,7 @@ async def test_a_line_linked_moved_and_unlinked_tells_its_whole_story(
     )
     # Cancelled: the line is released.
     await system.producer.send(
-        CancelAppointment(**ref, cancelled_by="patient", cancelled_at=datetime.now(UTC))
+        CancelAppointment(**ref, cancelled_by="reception:sam", cancelled_at=datetime.now(UTC))
     )
     unlinked = await system.events.wait_for(
         LineUnlinked, lambda e: e.payload.appointment_id == appointment.appointment_id
@@ -155,6 +155,8 @@ async def test_a_line_linked_moved_and_unlinked_tells_its_whole_story(
     assert datetime.fromisoformat(second["previous_starts_at"]) == appointment.starts_at
     assert second["local_previous_starts_at"] is not None
     assert third["reason"] == "cancelled" and third["status"] == "open"
+    # Who cancelled it in the calendar released the line: the event and the story name them.
+    assert unlinked.payload.unlinked_by == third["by_staff"] == "reception:sam"
     assert third["appointment_id"] == str(appointment.appointment_id)
     assert third["message_id"] == str(unlinked.causation_id)
     assert [entry["version"] for entry in told] == sorted(entry["version"] for entry in told)

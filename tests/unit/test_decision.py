@@ -271,3 +271,12 @@ def test_sessions_transferred_away_are_neither_chosen_nor_counted_as_booked() ->
     found = decide(appointment(), [booked, *moved])
     assert found.link is None and found.explain is not None
     assert "its only session is booked" in found.explain.summary
+
+
+def test_a_cancellation_releases_the_line_in_the_name_of_who_cancelled() -> None:
+    """The unlink names who cancelled or deleted the appointment in the calendar, so invoicing's
+    LineUnlinked and the line's history can say "unlinked by Sam"."""
+    cancelled = appointment(status=AppointmentStatus.CANCELLED, ended_by="reception:sam")
+    found = decide(cancelled, [linked_to(cancelled)])
+    assert found.unlink is not None
+    assert (found.unlink.reason, found.unlink.by) == (UnlinkReason.CANCELLED, "reception:sam")

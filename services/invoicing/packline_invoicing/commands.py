@@ -548,7 +548,7 @@ async def unlink(tx: Transaction, envelope: Envelope[UnlinkAppointment]) -> None
             ("a no-show" if command.reason == UnlinkReason.NO_SHOW else "a late cancellation")
             + " under the package's policy"
         )
-    await release(tx, line, command.reason, forfeit_reason=forfeit)
+    await release(tx, line, command.reason, forfeit_reason=forfeit, by=command.changed_by)
 
 
 async def unassign(

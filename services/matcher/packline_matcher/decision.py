@@ -77,6 +77,7 @@ class Appointment:
     awaiting_invoice: bool = False
     refused_line_ids: frozenset[UUID] = frozenset()
     cancelled_at: datetime | None = None
+    ended_by: str | None = None  # who cancelled or deleted it (the calendar's event)
     time_zone: str = DEFAULT_TIME_ZONE  # its location's: the day it is on is judged there (R15)
 
     @property
@@ -97,6 +98,7 @@ class Unlink:
     reason: UnlinkReason
     forfeit: bool = False
     why: str | None = None  # a forfeit, in the clinic's words and local time (R9, R15)
+    by: str | None = None  # who cancelled or deleted it in the calendar
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def decide(
         reason = ENDED_BECAUSE.get(appointment.status, UnlinkReason.CANCELLED)
         forfeit = forfeits(appointment, current.policy)
         why = forfeit_reason(appointment, current.policy) if forfeit else None
-        return Decision(unlink=Unlink(current, reason, forfeit, why))
+        return Decision(unlink=Unlink(current, reason, forfeit, why, appointment.ended_by))
     if appointment.source == BookingSource.INVOICE and (
         (current is not None and current.status != "linked") or appointment.awaiting_invoice
     ):

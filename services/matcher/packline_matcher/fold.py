@@ -20,6 +20,7 @@ from uuid import UUID
 
 from packline_contracts.appointments import (
     AppointmentCancelled,
+    AppointmentDeleted,
     AppointmentEvent,
     AppointmentRescheduled,
 )
@@ -169,6 +170,7 @@ def appointment_changed(
                 and snapshot.appointment_id not in state.invoice_requested
             ),
             cancelled_at=event.cancelled_at if isinstance(event, AppointmentCancelled) else None,
+            ended_by=ended_by(event),
             time_zone=snapshot.time_zone,
         ),
         snapshot.model_dump_json(),
@@ -177,6 +179,14 @@ def appointment_changed(
     state.changed_appointments.add(snapshot.appointment_id)
     rescheduled = isinstance(event, AppointmentRescheduled)
     return reconsider(state, stored, names, rescheduled=rescheduled, parsed=snapshot)
+
+
+def ended_by(event: AppointmentEvent) -> str | None:
+    if isinstance(event, AppointmentCancelled):
+        return event.cancelled_by
+    if isinstance(event, AppointmentDeleted):
+        return event.deleted_by
+    return None
 
 
 def line_linked(state: State, event: LineLinked, names: Mapping[str, str]) -> list[Publish]:
@@ -233,6 +243,7 @@ def carry_out(
                     reason=decision.unlink.reason,
                     forfeit=decision.unlink.forfeit,
                     forfeit_reason=decision.unlink.why,
+                    changed_by=decision.unlink.by,
                 ),
                 derived_id("unlink", *key, line.line_id),
             )

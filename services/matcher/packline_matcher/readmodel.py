@@ -65,6 +65,7 @@ def to_appointment(row: asyncpg.Record) -> Appointment:
         awaiting_invoice=row["awaiting_invoice"],
         refused_line_ids=frozenset(row["refused_line_ids"]),
         cancelled_at=row["cancelled_at"],
+        ended_by=row["ended_by"],
         time_zone=row["time_zone"],
     )
 
@@ -296,18 +297,19 @@ async def save(conn: Connection, state: fold.State) -> None:
     await conn.execute(
         "WITH saved AS (INSERT INTO appointments AS a (appointment_id, patient_id, version,"
         "  practitioner_id, location_id, starts_at, fee_ids, status, source, cancelled_at,"
-        "  duration_minutes, snapshot, time_zone, hand_unlinked)"
+        "  duration_minutes, snapshot, time_zone, hand_unlinked, ended_by)"
         "  SELECT appointment_id, patient_id, version, practitioner_id, location_id, starts_at,"
         "  fee_ids, status, source, cancelled_at, duration_minutes, snapshot, time_zone,"
-        "  hand_unlinked FROM jsonb_to_recordset($1::jsonb) AS x(appointment_id uuid,"
+        "  hand_unlinked, ended_by FROM jsonb_to_recordset($1::jsonb) AS x(appointment_id uuid,"
         "  patient_id text, version integer, practitioner_id text, location_id text,"
         "  starts_at timestamptz, fee_ids text[], status text, source text,"
         "  cancelled_at timestamptz, duration_minutes integer, snapshot jsonb, time_zone text,"
-        "  hand_unlinked boolean)"
+        "  hand_unlinked boolean, ended_by text)"
         "  ON CONFLICT (appointment_id) DO UPDATE SET version = EXCLUDED.version,"
         "  practitioner_id = EXCLUDED.practitioner_id, location_id = EXCLUDED.location_id,"
         "  starts_at = EXCLUDED.starts_at, fee_ids = EXCLUDED.fee_ids, status = EXCLUDED.status,"
         "  cancelled_at = EXCLUDED.cancelled_at, duration_minutes = EXCLUDED.duration_minutes,"
+        "  ended_by = EXCLUDED.ended_by,"
         "  snapshot = EXCLUDED.snapshot, time_zone = EXCLUDED.time_zone,"
         "  refused_line_ids = '{}' WHERE a.version < EXCLUDED.version),"
         " moved AS (UPDATE lines l SET status = x.status, appointment_id = x.appointment_id"
@@ -350,4 +352,5 @@ def appointment_row(stored: fold.Stored) -> dict[str, object]:
         "snapshot": snapshot,
         "time_zone": a.time_zone,
         "hand_unlinked": a.hand_unlinked,
+        "ended_by": a.ended_by,
     }
