@@ -74,7 +74,7 @@ async def test_the_invoice_number_and_a_lines_history_in_the_browser(
     )
     await story_of(system, invoice_id, ["linked", "moved"])
     await producer.send(
-        CancelAppointment(**ref, cancelled_by="patient", cancelled_at=datetime.now(UTC))
+        CancelAppointment(**ref, cancelled_by="reception:sam", cancelled_at=datetime.now(UTC))
     )
     told = await story_of(system, invoice_id, ["linked", "moved", "unlinked"])
     # What the page must say of when it happened: the message's time, on Sydney's clock.
@@ -127,7 +127,7 @@ async def test_the_invoice_number_and_a_lines_history_in_the_browser(
             )
             await expect(entries.nth(2)).to_have_text(
                 re.compile(
-                    f"Unlinked from {shown_day} 14:00 at {unlinked_at}:"
+                    f"Unlinked from {shown_day} 14:00 by reception:sam at {unlinked_at}:"
                     " the appointment was cancelled"
                 )
             )
